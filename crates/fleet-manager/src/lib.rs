@@ -1,1 +1,2 @@
-//! (under construction)
+//! The BlendFleet manager.
+pub mod store;

@@ -14,6 +14,8 @@ pub enum ErrorCode {
     Unauthorized,
     /// The thing named in the path does not exist (404).
     NotFound,
+    /// The path exists but not with this HTTP method (405).
+    MethodNotAllowed,
     /// The request conflicts with the current state, e.g. starting a finished job (409).
     Conflict,
     /// The lease or job is no longer valid for this caller (410).
@@ -37,6 +39,7 @@ impl ErrorCode {
             Self::BadRequest => 400,
             Self::Unauthorized => 401,
             Self::NotFound => 404,
+            Self::MethodNotAllowed => 405,
             Self::Conflict => 409,
             Self::Gone => 410,
             Self::PayloadTooLarge => 413,
@@ -52,6 +55,7 @@ impl ErrorCode {
         match status {
             401 | 403 => Self::Unauthorized,
             404 => Self::NotFound,
+            405 => Self::MethodNotAllowed,
             409 => Self::Conflict,
             410 => Self::Gone,
             413 => Self::PayloadTooLarge,
@@ -110,6 +114,7 @@ mod tests {
             ErrorCode::BadRequest,
             ErrorCode::Unauthorized,
             ErrorCode::NotFound,
+            ErrorCode::MethodNotAllowed,
             ErrorCode::Conflict,
             ErrorCode::Gone,
             ErrorCode::PayloadTooLarge,

@@ -1,0 +1,520 @@
+//! Handing out sample chunks as leases, and taking the results back.
+
+use fleet_protocol::{AgentId, ChunkId, ChunkPolicy, JobId, JobSpec, LeaseId};
+use rusqlite::{params, OptionalExtension, Transaction};
+
+use super::{Store, StoreError};
+
+/// A lease just granted, with what the agent needs to render it.
+#[derive(Debug, Clone)]
+pub struct LeaseGrant {
+    pub lease_id: LeaseId,
+    pub chunk_id: ChunkId,
+    pub job_id: JobId,
+    pub frame: i32,
+    pub sample_start: u32,
+    pub sample_count: u32,
+    pub spec: JobSpec,
+}
+
+/// Where an upload for a lease goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UploadTarget {
+    pub job_id: JobId,
+    pub frame_id: i64,
+    pub frame: i32,
+    pub chunk_id: ChunkId,
+    pub sample_start: u32,
+    pub sample_count: u32,
+}
+
+/// What recording a merged partial changed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MergeRecord {
+    /// The chunk had been merged before; nothing changed.
+    pub duplicate: bool,
+    /// Samples of the frame merged so far.
+    pub frame_samples_done: u32,
+    /// Samples the frame asks for.
+    pub frame_samples: u32,
+}
+
+impl MergeRecord {
+    /// Whether the frame has all its samples now.
+    pub fn frame_complete(&self) -> bool {
+        self.frame_samples_done >= self.frame_samples
+    }
+}
+
+/// What happened to a lease the agent gave up on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FailOutcome {
+    /// The lease was not active (expired, revoked, someone else's).
+    Gone,
+    /// The chunk goes back to the queue.
+    Requeued,
+    /// The chunk failed too often; the job failed with this message.
+    JobFailed(JobId),
+}
+
+/// How many samples the next chunk of a frame gets.
+///
+/// Guided self-scheduling: each chunk takes a share of what is left, `remaining / (2 ×
+/// agents)`, so early chunks are large (little overhead) and late ones small (little idle
+/// time at the end of a frame), bounded by the job's [`ChunkPolicy`] and by a floor of an
+/// eighth of an even share, so that chunks never shrink to a handful of samples.
+pub fn chunk_size(samples: u32, remaining: u32, agents_online: u32, policy: ChunkPolicy) -> u32 {
+    let agents = agents_online.max(1);
+    let automatic_min = samples.div_ceil(8 * agents).max(1);
+    let min = policy.min_samples.unwrap_or(automatic_min).max(1);
+    let max = policy.max_samples.unwrap_or(u32::MAX).max(min);
+    remaining
+        .div_ceil(2 * agents)
+        .clamp(min, max)
+        .min(remaining)
+}
+
+impl Store {
+    /// Gives `agent` the next chunk of work, if there is any.
+    pub fn acquire_lease(
+        &self,
+        agent: AgentId,
+        now: i64,
+        lease_timeout_ms: i64,
+    ) -> Result<Option<LeaseGrant>, StoreError> {
+        let mut connection = self.lock();
+        let transaction = connection.transaction()?;
+        expire(&transaction, now)?;
+        let agents_online: u32 = transaction.query_row(
+            "SELECT COUNT(*) FROM agents WHERE last_seen >= ?1",
+            [now - lease_timeout_ms],
+            |row| row.get(0),
+        )?;
+        let jobs: Vec<(i64, String)> = {
+            let mut query = transaction.prepare(
+                "SELECT id, spec FROM jobs WHERE state IN ('queued', 'running') ORDER BY id",
+            )?;
+            let rows = query.query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?;
+            rows.collect::<Result<_, _>>()?
+        };
+        for (job_id, spec_text) in jobs {
+            let spec: JobSpec = serde_json::from_str(&spec_text)?;
+            let Some((chunk_id, frame, sample_start, sample_count)) =
+                next_chunk(&transaction, job_id, &spec, agents_online)?
+            else {
+                continue;
+            };
+            transaction.execute(
+                "INSERT INTO leases (chunk_id, agent_id, state, created_at, expires_at)
+                 VALUES (?1, ?2, 'active', ?3, ?4)",
+                params![chunk_id, agent.0, now, now + lease_timeout_ms],
+            )?;
+            let lease_id = transaction.last_insert_rowid();
+            transaction.execute("UPDATE chunks SET state = 'leased' WHERE id = ?1", [chunk_id])?;
+            transaction.execute(
+                "UPDATE jobs SET state = 'running', started_at = COALESCE(started_at, ?2)
+                 WHERE id = ?1",
+                params![job_id, now],
+            )?;
+            transaction.commit()?;
+            return Ok(Some(LeaseGrant {
+                lease_id: LeaseId(lease_id),
+                chunk_id: ChunkId(chunk_id),
+                job_id: JobId(job_id),
+                frame,
+                sample_start,
+                sample_count,
+                spec,
+            }));
+        }
+        transaction.commit()?;
+        Ok(None)
+    }
+
+    /// Extends an active lease. `None` when the lease is no longer the agent's to work on.
+    pub fn heartbeat(
+        &self,
+        lease: LeaseId,
+        agent: AgentId,
+        now: i64,
+        lease_timeout_ms: i64,
+    ) -> Result<Option<i64>, StoreError> {
+        let connection = self.lock();
+        let updated = connection.execute(
+            "UPDATE leases SET expires_at = ?3
+             WHERE id = ?1 AND agent_id = ?2 AND state = 'active' AND expires_at >= ?4",
+            params![lease.0, agent.0, now + lease_timeout_ms, now],
+        )?;
+        Ok((updated > 0).then_some(lease_timeout_ms))
+    }
+
+    /// Returns expired leases' chunks to the queue. Returns how many leases expired.
+    pub fn expire_leases(&self, now: i64) -> Result<usize, StoreError> {
+        let mut connection = self.lock();
+        let transaction = connection.transaction()?;
+        let expired = expire(&transaction, now)?;
+        transaction.commit()?;
+        Ok(expired)
+    }
+
+    /// Checks that `agent` may upload for `lease` and extends the lease while the upload
+    /// is merged. `None` when the lease is no longer valid.
+    pub fn upload_target(
+        &self,
+        lease: LeaseId,
+        agent: AgentId,
+        now: i64,
+        lease_timeout_ms: i64,
+    ) -> Result<Option<UploadTarget>, StoreError> {
+        if self.heartbeat(lease, agent, now, lease_timeout_ms)?.is_none() {
+            return Ok(None);
+        }
+        let connection = self.lock();
+        let target = connection
+            .query_row(
+                "SELECT f.job_id, f.id, f.frame, c.id, c.sample_start, c.sample_count
+                 FROM leases l JOIN chunks c ON c.id = l.chunk_id JOIN frames f ON f.id = c.frame_id
+                 WHERE l.id = ?1",
+                [lease.0],
+                |row| {
+                    Ok(UploadTarget {
+                        job_id: JobId(row.get(0)?),
+                        frame_id: row.get(1)?,
+                        frame: row.get(2)?,
+                        chunk_id: ChunkId(row.get(3)?),
+                        sample_start: row.get(4)?,
+                        sample_count: row.get(5)?,
+                    })
+                },
+            )
+            .optional()?;
+        Ok(target)
+    }
+
+    /// Records that `samples` samples of the lease's chunk were merged into its frame. When
+    /// fewer samples arrived than the chunk holds, the rest goes back to the queue as a new
+    /// chunk. Recording the same chunk twice changes nothing.
+    pub fn record_merge(
+        &self,
+        lease: LeaseId,
+        target: &UploadTarget,
+        samples: u32,
+    ) -> Result<MergeRecord, StoreError> {
+        let mut connection = self.lock();
+        let transaction = connection.transaction()?;
+        let chunk_state: String = transaction.query_row(
+            "SELECT state FROM chunks WHERE id = ?1",
+            [target.chunk_id.0],
+            |row| row.get(0),
+        )?;
+        let duplicate = chunk_state == "merged";
+        if !duplicate {
+            transaction.execute(
+                "UPDATE chunks SET state = 'merged', sample_count = ?2 WHERE id = ?1",
+                params![target.chunk_id.0, samples],
+            )?;
+            if samples < target.sample_count {
+                transaction.execute(
+                    "INSERT INTO chunks (frame_id, sample_start, sample_count, state)
+                     VALUES (?1, ?2, ?3, 'queued')",
+                    params![
+                        target.frame_id,
+                        target.sample_start + samples,
+                        target.sample_count - samples
+                    ],
+                )?;
+            }
+            transaction.execute(
+                "UPDATE frames SET samples_done = samples_done + ?2,
+                     chunks_merged = chunks_merged + 1 WHERE id = ?1",
+                params![target.frame_id, samples],
+            )?;
+            transaction.execute(
+                "UPDATE agents SET samples_rendered = samples_rendered + ?2
+                 WHERE id = (SELECT agent_id FROM leases WHERE id = ?1)",
+                params![lease.0, samples],
+            )?;
+        }
+        transaction.execute("UPDATE leases SET state = 'done' WHERE id = ?1", [lease.0])?;
+        // Anyone else rendering this chunk again (after a lease expired) can stop.
+        transaction.execute(
+            "UPDATE leases SET state = 'revoked' WHERE chunk_id = ?1 AND state = 'active'",
+            [target.chunk_id.0],
+        )?;
+        let (frame_samples_done, frame_samples) = transaction.query_row(
+            "SELECT samples_done, samples FROM frames WHERE id = ?1",
+            [target.frame_id],
+            |row| Ok((row.get(0)?, row.get(1)?)),
+        )?;
+        transaction.commit()?;
+        Ok(MergeRecord {
+            duplicate,
+            frame_samples_done,
+            frame_samples,
+        })
+    }
+
+    /// The agent could not render its chunk. After `max_attempts` failures of one chunk the
+    /// job fails with the agent's message.
+    pub fn fail_lease(
+        &self,
+        lease: LeaseId,
+        agent: AgentId,
+        message: &str,
+        now: i64,
+        max_attempts: u32,
+    ) -> Result<FailOutcome, StoreError> {
+        let mut connection = self.lock();
+        let transaction = connection.transaction()?;
+        let row: Option<(i64, i64)> = transaction
+            .query_row(
+                "SELECT l.chunk_id, f.job_id FROM leases l
+                 JOIN chunks c ON c.id = l.chunk_id JOIN frames f ON f.id = c.frame_id
+                 WHERE l.id = ?1 AND l.agent_id = ?2 AND l.state = 'active'",
+                params![lease.0, agent.0],
+                |row| Ok((row.get(0)?, row.get(1)?)),
+            )
+            .optional()?;
+        let Some((chunk_id, job_id)) = row else {
+            return Ok(FailOutcome::Gone);
+        };
+        transaction.execute("UPDATE leases SET state = 'failed' WHERE id = ?1", [lease.0])?;
+        let attempts: u32 = transaction.query_row(
+            "UPDATE chunks SET attempts = attempts + 1, last_error = ?2, state = 'queued'
+             WHERE id = ?1 RETURNING attempts",
+            params![chunk_id, message],
+            |row| row.get(0),
+        )?;
+        let outcome = if attempts >= max_attempts {
+            let text = format!("chunk failed {attempts} times; last error: {message}");
+            transaction.execute(
+                "UPDATE jobs SET state = 'failed', error = ?2, finished_at = ?3
+                 WHERE id = ?1 AND state NOT IN ('done', 'failed', 'cancelled')",
+                params![job_id, text, now],
+            )?;
+            transaction.execute(
+                "UPDATE leases SET state = 'revoked' WHERE state = 'active' AND chunk_id IN (
+                     SELECT c.id FROM chunks c JOIN frames f ON f.id = c.frame_id
+                     WHERE f.job_id = ?1)",
+                [job_id],
+            )?;
+            FailOutcome::JobFailed(JobId(job_id))
+        } else {
+            FailOutcome::Requeued
+        };
+        transaction.commit()?;
+        Ok(outcome)
+    }
+}
+
+/// Expires overdue leases inside a transaction; their chunks go back to the queue.
+fn expire(transaction: &Transaction<'_>, now: i64) -> Result<usize, StoreError> {
+    let chunks: Vec<i64> = {
+        let mut query = transaction.prepare(
+            "UPDATE leases SET state = 'expired' WHERE state = 'active' AND expires_at < ?1
+             RETURNING chunk_id",
+        )?;
+        let rows = query.query_map([now], |row| row.get(0))?;
+        rows.collect::<Result<_, _>>()?
+    };
+    for chunk in &chunks {
+        transaction.execute(
+            "UPDATE chunks SET state = 'queued' WHERE id = ?1 AND state = 'leased'
+             AND NOT EXISTS (SELECT 1 FROM leases WHERE chunk_id = ?1 AND state = 'active')",
+            [chunk],
+        )?;
+    }
+    Ok(chunks.len())
+}
+
+/// Picks the job's next chunk: a requeued one first, else a new one carved from the
+/// lowest frame that still has unassigned samples.
+fn next_chunk(
+    transaction: &Transaction<'_>,
+    job_id: i64,
+    spec: &JobSpec,
+    agents_online: u32,
+) -> Result<Option<(i64, i32, u32, u32)>, StoreError> {
+    let requeued = transaction
+        .query_row(
+            "SELECT c.id, f.frame, c.sample_start, c.sample_count FROM chunks c
+             JOIN frames f ON f.id = c.frame_id
+             WHERE f.job_id = ?1 AND c.state = 'queued'
+             ORDER BY f.frame, c.sample_start LIMIT 1",
+            [job_id],
+            |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?)),
+        )
+        .optional()?;
+    if requeued.is_some() {
+        return Ok(requeued);
+    }
+    let open_frame: Option<(i64, i32, u32, u32)> = transaction
+        .query_row(
+            "SELECT id, frame, samples, next_sample FROM frames
+             WHERE job_id = ?1 AND next_sample < samples ORDER BY frame LIMIT 1",
+            [job_id],
+            |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?)),
+        )
+        .optional()?;
+    let Some((frame_id, frame, samples, next_sample)) = open_frame else {
+        return Ok(None);
+    };
+    let count = chunk_size(samples, samples - next_sample, agents_online, spec.chunking);
+    transaction.execute(
+        "UPDATE frames SET next_sample = ?2 WHERE id = ?1",
+        params![frame_id, next_sample + count],
+    )?;
+    transaction.execute(
+        "INSERT INTO chunks (frame_id, sample_start, sample_count, state) VALUES (?1, ?2, ?3, 'queued')",
+        params![frame_id, next_sample, count],
+    )?;
+    Ok(Some((
+        transaction.last_insert_rowid(),
+        frame,
+        next_sample,
+        count,
+    )))
+}
+
+#[cfg(test)]
+mod tests {
+    use fleet_protocol::FrameRange;
+
+    use super::*;
+    use crate::store::test_support::spec;
+
+    const TIMEOUT: i64 = 10_000;
+
+    fn store_with_agents(count: usize) -> (Store, Vec<AgentId>) {
+        let store = Store::in_memory().unwrap();
+        let agents = (0..count)
+            .map(|index| {
+                store
+                    .add_agent(&format!("a{index}"), &format!("hash{index}"), 1, "3.4.1", 0)
+                    .unwrap()
+            })
+            .collect();
+        (store, agents)
+    }
+
+    #[test]
+    fn guided_sizes_shrink_and_cover_the_frame() {
+        let policy = ChunkPolicy::default();
+        let mut remaining = 48;
+        let mut sizes = Vec::new();
+        while remaining > 0 {
+            let size = chunk_size(48, remaining, 3, policy);
+            sizes.push(size);
+            remaining -= size;
+        }
+        assert_eq!(sizes.iter().sum::<u32>(), 48);
+        assert!(sizes.len() >= 6, "{sizes:?}");
+        assert!(sizes.windows(2).all(|pair| pair[0] >= pair[1]), "{sizes:?}");
+        assert!(sizes[0] > *sizes.last().unwrap());
+    }
+
+    #[test]
+    fn policy_bounds_are_respected() {
+        let policy = ChunkPolicy {
+            min_samples: Some(10),
+            max_samples: Some(12),
+        };
+        assert_eq!(chunk_size(1000, 1000, 1, policy), 12);
+        assert_eq!(chunk_size(1000, 30, 4, policy), 10);
+        assert_eq!(chunk_size(1000, 7, 4, policy), 7);
+    }
+
+    #[test]
+    fn leases_cover_every_sample_once_in_frame_order() {
+        let (store, agents) = store_with_agents(2);
+        let job = store
+            .create_job(&spec(FrameRange { start: 1, end: 2, step: 1 }, 20), 0)
+            .unwrap();
+        let mut covered: Vec<(i32, u32, u32)> = Vec::new();
+        let mut turn = 0;
+        while let Some(grant) = store.acquire_lease(agents[turn % 2], 0, TIMEOUT).unwrap() {
+            assert_eq!(grant.job_id, job);
+            covered.push((grant.frame, grant.sample_start, grant.sample_count));
+            turn += 1;
+        }
+        let frames: Vec<i32> = covered.iter().map(|c| c.0).collect();
+        let mut sorted = frames.clone();
+        sorted.sort_unstable();
+        assert_eq!(frames, sorted, "frames are handed out in order");
+        for frame in [1, 2] {
+            let mut next = 0;
+            for &(_, start, count) in covered.iter().filter(|c| c.0 == frame) {
+                assert_eq!(start, next);
+                next += count;
+            }
+            assert_eq!(next, 20);
+        }
+        assert_eq!(store.list_jobs().unwrap()[0].state, fleet_protocol::JobState::Running);
+    }
+
+    #[test]
+    fn expired_lease_is_requeued_and_handed_to_another_agent() {
+        let (store, agents) = store_with_agents(2);
+        store.create_job(&spec(FrameRange::single(1), 8), 0).unwrap();
+        let first = store.acquire_lease(agents[0], 0, TIMEOUT).unwrap().unwrap();
+        assert_eq!(store.heartbeat(first.lease_id, agents[0], 5_000, TIMEOUT).unwrap(), Some(TIMEOUT));
+        // Another agent cannot heartbeat someone else's lease.
+        assert_eq!(store.heartbeat(first.lease_id, agents[1], 5_000, TIMEOUT).unwrap(), None);
+        assert_eq!(store.expire_leases(14_000).unwrap(), 0);
+        assert_eq!(store.expire_leases(15_001).unwrap(), 1);
+        assert_eq!(store.heartbeat(first.lease_id, agents[0], 15_002, TIMEOUT).unwrap(), None);
+        let again = store.acquire_lease(agents[1], 15_003, TIMEOUT).unwrap().unwrap();
+        assert_eq!(again.chunk_id, first.chunk_id);
+        assert_eq!((again.sample_start, again.sample_count), (first.sample_start, first.sample_count));
+    }
+
+    #[test]
+    fn partial_results_requeue_the_remainder_and_duplicates_count_once() {
+        let (store, agents) = store_with_agents(1);
+        store.create_job(&spec(FrameRange::single(1), 10), 0).unwrap();
+        let grant = store.acquire_lease(agents[0], 0, TIMEOUT).unwrap().unwrap();
+        let target = store
+            .upload_target(grant.lease_id, agents[0], 1, TIMEOUT)
+            .unwrap()
+            .unwrap();
+        let record = store.record_merge(grant.lease_id, &target, 2).unwrap();
+        assert!(!record.duplicate);
+        assert_eq!(record.frame_samples_done, 2);
+        let again = store.record_merge(grant.lease_id, &target, 2).unwrap();
+        assert!(again.duplicate);
+        assert_eq!(again.frame_samples_done, 2);
+        let rest = store.acquire_lease(agents[0], 2, TIMEOUT).unwrap().unwrap();
+        assert_eq!(rest.sample_start, grant.sample_start + 2);
+    }
+
+    #[test]
+    fn repeated_failures_fail_the_job_with_the_message() {
+        let (store, agents) = store_with_agents(1);
+        let job = store.create_job(&spec(FrameRange::single(1), 4), 0).unwrap();
+        for attempt in 1..=3 {
+            let grant = store.acquire_lease(agents[0], 0, TIMEOUT).unwrap().unwrap();
+            let outcome = store
+                .fail_lease(grant.lease_id, agents[0], "Error: out of memory", 1, 3)
+                .unwrap();
+            if attempt < 3 {
+                assert_eq!(outcome, FailOutcome::Requeued);
+            } else {
+                assert_eq!(outcome, FailOutcome::JobFailed(job));
+            }
+        }
+        let status = store.job_status(job).unwrap().unwrap();
+        assert_eq!(status.summary.state, fleet_protocol::JobState::Failed);
+        assert!(status.summary.error.unwrap().contains("out of memory"));
+        assert!(store.acquire_lease(agents[0], 2, TIMEOUT).unwrap().is_none());
+    }
+
+    #[test]
+    fn cancelled_jobs_revoke_leases() {
+        let (store, agents) = store_with_agents(1);
+        let job = store.create_job(&spec(FrameRange::single(1), 4), 0).unwrap();
+        let grant = store.acquire_lease(agents[0], 0, TIMEOUT).unwrap().unwrap();
+        store.cancel_job(job, 1).unwrap();
+        assert_eq!(store.heartbeat(grant.lease_id, agents[0], 2, TIMEOUT).unwrap(), None);
+        assert!(store.acquire_lease(agents[0], 2, TIMEOUT).unwrap().is_none());
+    }
+}

@@ -1,1 +1,33 @@
-//! (under construction)
+//! Drives Blender for BlendFleet's render agent and command line.
+//!
+//! - [`BlenderCommand`] finds Blender: a `blender` executable (e.g. Debian's 3.4.1) or a
+//!   Python interpreter with the pip `bpy` module (4.x/5.x). Both run the same scripts.
+//! - [`Worker`] keeps one Blender process resident. It opens a .blend once and renders
+//!   many sample chunks of it with persistent data, so only the first chunk pays for
+//!   start-up and scene synchronisation. Chunks of a frame share a seed and differ in
+//!   `sample_offset`; merged by sample weight they equal a single render of all samples.
+//! - [`inspect`] describes a .blend, [`render_reference`] renders a frame the plain way,
+//!   and [`make_demo_scene`] writes the bundled demo scene.
+//!
+//! Every chunk is rendered with adaptive sampling, denoising, compositing and the
+//! sequencer off, denoising data passes stored, `time_limit` 0, and written as a 32-bit
+//! float multilayer EXR (ZIP) with all of the scene's passes and view layers. Only Cycles
+//! scenes can be split; other engines fail with a message saying so.
+//!
+//! Blender processes never outlive the process that started them: the worker script
+//! exits when its control connection closes, and on Linux the kernel kills Blender when
+//! its parent dies (`PR_SET_PDEATHSIG`).
+//!
+//! The Python scripts live in `python/` and are embedded in the binary.
+
+mod command;
+mod error;
+mod oneshot;
+mod process;
+mod scripts;
+mod worker;
+
+pub use command::{BlenderCommand, ENV_BLENDER, ENV_BPY_PYTHON};
+pub use error::BlenderError;
+pub use oneshot::{inspect, make_demo_scene, render_reference, ReferenceRender, SceneInfo};
+pub use worker::{ChunkOutcome, ChunkRequest, Worker, WorkerInfo, WorkerOptions};

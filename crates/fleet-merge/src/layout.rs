@@ -69,8 +69,9 @@ const LIGHT_PASSES: [(&str, &str); 6] = [
 
 /// Passes Cycles writes only while rendering absolute sample 0; partials
 /// starting later hold zero there. Verified with Blender 3.4 and 4.5 (see the
-/// crate README).
-const SAMPLE_ZERO_PASSES: [&str; 4] = ["IndexOB", "IndexMA", "Position", "Denoising Depth"];
+/// crate README): `Normal`, `UV`, `Denoising Depth` and the other data passes
+/// are accumulated every sample and merge as weighted means.
+const SAMPLE_ZERO_PASSES: [&str; 3] = ["IndexOB", "IndexMA", "Position"];
 
 /// A channel name cut into `prefix.pass.suffix`, where the suffix is the
 /// component (and the view, in multi-view files).

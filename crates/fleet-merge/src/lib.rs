@@ -11,7 +11,7 @@
 //! | most passes | sample-weighted mean `Σ w·v / Σ w` |
 //! | `DiffDir/Ind`, `GlossDir/Ind`, `TransDir/Ind` | `Σ w·L·C / Σ w·C` with the matching `*Col` pass |
 //! | `Depth` | minimum |
-//! | `IndexOB`, `IndexMA`, `Crypto*`, `Position`, `Denoising Depth` | from the partial holding sample 0 |
+//! | `IndexOB`, `IndexMA`, `Position`, `Crypto*` | from the partial holding sample 0 |
 //!
 //! The caller owns the weights ([`ChunkInfo::samples`]). An [`Accumulator`]
 //! keeps the running state on disk, folds one partial at a time with memory

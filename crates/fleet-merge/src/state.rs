@@ -84,10 +84,9 @@ pub(crate) fn write_rows(
     values: &[Acc],
     bytes: &mut Vec<u8>,
 ) -> Result<()> {
-    bytes.clear();
-    bytes.reserve(values.len() * ACC_BYTES);
-    for v in values {
-        bytes.extend_from_slice(&v.to_le_bytes());
+    bytes.resize(values.len() * ACC_BYTES, 0);
+    for (b, v) in bytes.chunks_exact_mut(ACC_BYTES).zip(values) {
+        b.copy_from_slice(&v.to_le_bytes());
     }
     write_at(file, bytes, shape.offset(y0)).map_err(|e| MergeError::io(path, e))
 }

@@ -94,7 +94,7 @@ pub struct JobSummary {
     /// Where it is.
     pub state: JobState,
     /// The frames it renders.
-    pub frames: FrameRange,
+    pub frame_range: FrameRange,
     /// Samples per frame.
     pub samples: u32,
     /// Samples merged so far, over all frames.

@@ -4,8 +4,8 @@
 //! transaction, so the lock is held for microseconds.
 
 mod agents;
-mod jobs;
-mod leases;
+pub mod jobs;
+pub mod leases;
 mod schema;
 
 use std::path::Path;

@@ -1,0 +1,253 @@
+//! The agent side: joining, leases, heartbeats, results.
+
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use fleet_merge::{ChunkInfo, FoldOutcome};
+use fleet_protocol::{
+    AgentInfo, BlobHash, ErrorCode, FailRequest, HeartbeatRequest, HeartbeatResponse,
+    JoinRequest, JoinResponse, Lease, LeaseId, LeaseRequest, UploadResponse,
+};
+use serde::Deserialize;
+
+use super::blobs::body_error;
+use super::extract::{Agent, ApiJson, ApiPath, ApiQuery, User};
+use super::{ApiError, AppState};
+use crate::auth::{generate_secret, secret_hash, token_matches};
+use crate::blobs::{unique_name, write_stream};
+use crate::frames::FoldError;
+use crate::store::leases::FailOutcome;
+use crate::store::{now_ms, UploadTarget};
+
+/// The longest an agent name may be.
+const MAX_NAME_LEN: usize = 100;
+
+pub async fn list(_user: User, State(state): State<AppState>) -> Result<Json<Vec<AgentInfo>>, ApiError> {
+    let agents = state
+        .store
+        .list_agents(now_ms(), state.limits.lease_timeout_ms())?;
+    Ok(Json(agents))
+}
+
+pub async fn join(
+    State(state): State<AppState>,
+    ApiJson(request): ApiJson<JoinRequest>,
+) -> Result<Json<JoinResponse>, ApiError> {
+    if !token_matches(&state.join_token, &request.token) {
+        tracing::warn!(name = %request.name, "rejected an agent with a wrong join credential");
+        return Err(ApiError::unauthorized("wrong join credential"));
+    }
+    let name = request.name.trim();
+    if name.is_empty() || name.chars().count() > MAX_NAME_LEN || name.chars().any(char::is_control) {
+        return Err(ApiError::bad_request(format!(
+            "agent name must be 1 to {MAX_NAME_LEN} printable characters"
+        )));
+    }
+    let secret = generate_secret();
+    let agent_id = state.store.add_agent(
+        name,
+        &secret_hash(secret.expose()),
+        request.threads,
+        &request.blender_version,
+        now_ms(),
+    )?;
+    tracing::info!(agent = %agent_id, name, blender = %request.blender_version, "agent joined");
+    Ok(Json(JoinResponse { agent_id, secret }))
+}
+
+pub async fn lease(
+    Agent(agent): Agent,
+    State(state): State<AppState>,
+    ApiJson(request): ApiJson<LeaseRequest>,
+) -> Result<Response, ApiError> {
+    // Hold the request while there is no work, but never so long that the agent would
+    // look lost to the manager.
+    let wait = Duration::from_millis(request.wait_ms).min(state.limits.lease_timeout / 2);
+    let deadline = Instant::now() + wait;
+    let timeout = state.limits.lease_timeout_ms();
+    loop {
+        let notified = state.work.notified();
+        if let Some(grant) = state.store.acquire_lease(agent, now_ms(), timeout)? {
+            tracing::info!(
+                agent = %agent, job = %grant.job_id, frame = grant.frame,
+                start = grant.sample_start, count = grant.sample_count, "chunk leased"
+            );
+            let lease = Lease {
+                lease_id: grant.lease_id,
+                chunk_id: grant.chunk_id,
+                job_id: grant.job_id,
+                frame: grant.frame,
+                sample_start: grant.sample_start,
+                sample_count: grant.sample_count,
+                seed: grant.spec.seed,
+                resolution: grant.spec.resolution,
+                main_file: grant.spec.main_file,
+                files: grant.spec.files,
+                heartbeat_interval_ms: u64::try_from(timeout / 4).unwrap_or(1000),
+                lease_timeout_ms: u64::try_from(timeout).unwrap_or(u64::MAX),
+            };
+            return Ok(Json(lease).into_response());
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            return Ok(StatusCode::NO_CONTENT.into_response());
+        }
+        // Expired leases are noticed by the expiry loop, which wakes us; the timeout is a
+        // safety net.
+        let _ = tokio::time::timeout((deadline - now).min(Duration::from_secs(1)), notified).await;
+    }
+}
+
+pub async fn heartbeat(
+    Agent(agent): Agent,
+    State(state): State<AppState>,
+    ApiPath(lease): ApiPath<LeaseId>,
+    ApiJson(_request): ApiJson<HeartbeatRequest>,
+) -> Result<Json<HeartbeatResponse>, ApiError> {
+    let timeout = state.limits.lease_timeout_ms();
+    match state.store.heartbeat(lease, agent, now_ms(), timeout)? {
+        Some(remaining) => Ok(Json(HeartbeatResponse {
+            expires_in_ms: u64::try_from(remaining).unwrap_or(0),
+        })),
+        None => Err(lease_gone(lease)),
+    }
+}
+
+fn lease_gone(lease: LeaseId) -> ApiError {
+    ApiError::new(
+        ErrorCode::Gone,
+        format!("lease {lease} is no longer yours: it expired, was revoked or is finished"),
+    )
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UploadQuery {
+    samples: u32,
+}
+
+pub async fn upload(
+    Agent(agent): Agent,
+    State(state): State<AppState>,
+    ApiPath(lease): ApiPath<LeaseId>,
+    ApiQuery(query): ApiQuery<UploadQuery>,
+    body: Body,
+) -> Result<Json<UploadResponse>, ApiError> {
+    let timeout = state.limits.lease_timeout_ms();
+    let target = state
+        .store
+        .upload_target(lease, agent, now_ms(), timeout)?
+        .ok_or_else(|| lease_gone(lease))?;
+    if query.samples == 0 || query.samples > target.sample_count {
+        return Err(ApiError::bad_request(format!(
+            "`samples` must be between 1 and {} for this chunk, got {}",
+            target.sample_count, query.samples
+        )));
+    }
+    let incoming = state.frames.incoming_dir().join(unique_name("partial"));
+    let written = write_stream(&incoming, body.into_data_stream(), state.limits.max_result_bytes).await;
+    let result = match written {
+        Ok(_) => merge_upload(&state, agent, lease, &target, query.samples, incoming.clone()).await,
+        Err(error) => Err(body_error(&error)),
+    };
+    let _ = tokio::fs::remove_file(&incoming).await;
+    result
+}
+
+async fn merge_upload(
+    state: &AppState,
+    agent: fleet_protocol::AgentId,
+    lease: LeaseId,
+    target: &UploadTarget,
+    samples: u32,
+    partial: std::path::PathBuf,
+) -> Result<Json<UploadResponse>, ApiError> {
+    let spec = state
+        .store
+        .job_spec(target.job_id)?
+        .ok_or_else(|| lease_gone(lease))?;
+    let chunk = ChunkInfo {
+        id: target.chunk_id.0,
+        samples,
+        holds_sample_zero: target.sample_start == 0,
+    };
+    let outcome = state
+        .frames
+        .fold(target.job_id, target.frame, partial, chunk, spec.resolution)
+        .await;
+    match outcome {
+        Ok(FoldOutcome::Folded | FoldOutcome::AlreadyFolded) => {}
+        Err(FoldError::Rejected(reason)) => {
+            tracing::warn!(agent = %agent, lease = %lease, %reason, "rejected a partial render");
+            let message = format!("rejected partial render: {reason}");
+            let failed = state.store.fail_lease(lease, agent, &message, now_ms(), state.limits.max_attempts)?;
+            if failed != FailOutcome::Gone {
+                state.work.notify_waiters();
+            }
+            return Err(ApiError::new(ErrorCode::Unprocessable, message));
+        }
+        Err(FoldError::Internal(error)) => return Err(ApiError::internal(error.as_ref())),
+    }
+    let record = state.store.record_merge(lease, target, samples)?;
+    if samples < target.sample_count {
+        state.work.notify_waiters();
+    }
+    tracing::info!(
+        job = %target.job_id, frame = target.frame, samples,
+        done = record.frame_samples_done, of = record.frame_samples, duplicate = record.duplicate,
+        "partial merged"
+    );
+    if record.frame_complete() && !record.duplicate {
+        let state = std::sync::Arc::clone(state);
+        let (job, frame, frame_id) = (target.job_id, target.frame, target.frame_id);
+        tokio::spawn(async move {
+            crate::finish_frame(&state, job, frame, frame_id, spec.output_format).await;
+        });
+    }
+    Ok(Json(UploadResponse {
+        frame_samples_done: record.frame_samples_done,
+        frame_samples: record.frame_samples,
+    }))
+}
+
+pub async fn fail(
+    Agent(agent): Agent,
+    State(state): State<AppState>,
+    ApiPath(lease): ApiPath<LeaseId>,
+    ApiJson(request): ApiJson<FailRequest>,
+) -> Result<StatusCode, ApiError> {
+    let message: String = request.message.chars().take(4000).collect();
+    let outcome = state
+        .store
+        .fail_lease(lease, agent, &message, now_ms(), state.limits.max_attempts)?;
+    match outcome {
+        FailOutcome::Gone => Err(lease_gone(lease)),
+        FailOutcome::Requeued => {
+            tracing::warn!(agent = %agent, lease = %lease, %message, "chunk failed; requeued");
+            state.work.notify_waiters();
+            Ok(StatusCode::NO_CONTENT)
+        }
+        FailOutcome::JobFailed(job) => {
+            tracing::error!(agent = %agent, job = %job, %message, "job failed");
+            Ok(StatusCode::NO_CONTENT)
+        }
+    }
+}
+
+pub async fn blob(
+    _agent: Agent,
+    State(state): State<AppState>,
+    ApiPath(hash): ApiPath<String>,
+) -> Result<Response, ApiError> {
+    let hash: BlobHash = hash
+        .parse()
+        .map_err(|error: fleet_protocol::BlobHashError| ApiError::bad_request(error.to_string()))?;
+    if !state.blobs.contains(&hash) {
+        return Err(ApiError::not_found(format!("no file with hash `{hash}`")));
+    }
+    super::results::serve(&state.blobs.path(&hash), "application/octet-stream").await
+}

@@ -73,7 +73,7 @@ fn value(partial: u32, name: &str, x: usize, y: usize, state: &mut u64) -> f32 {
         }
         _ if name.ends_with("Combined.A") => 1.0,
         "Emit" => {
-            if (x / 64 + y / 64) % 7 == 0 {
+            if (x / 64 + y / 64).is_multiple_of(7) {
                 4.0
             } else {
                 0.0

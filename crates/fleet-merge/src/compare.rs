@@ -66,7 +66,7 @@ impl Report {
 
     /// Channels whose `max_rel_design` exceeds `tolerance`.
     pub fn failing_design(&self, tolerance: f64) -> Vec<&ChannelDiff> {
-        self.channels.iter().filter(|c| !(c.max_rel_design <= tolerance)).collect()
+        self.channels.iter().filter(|c| c.max_rel_design.is_nan() || c.max_rel_design > tolerance).collect()
     }
 
     /// A plain-text table, one channel per line.

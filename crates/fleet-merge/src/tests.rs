@@ -215,8 +215,8 @@ fn depth_is_the_minimum_with_sample_zero_last() {
     }
     let out = f.merge(&parts);
     let depth = plane(&out, "ViewLayer.Depth.Z");
-    for px in 0..W * H {
-        assert_eq!(depth[px], real(px % W, px / W));
+    for (px, &d) in depth.iter().enumerate() {
+        assert_eq!(d, real(px % W, px / W));
     }
 }
 

@@ -1,0 +1,47 @@
+//! `blendfleet agent`.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use fleet_agent::AgentConfig;
+use fleet_blender::BlenderCommand;
+use fleet_protocol::Secret;
+
+use crate::cli::AgentArgs;
+
+/// The join credential, from the environment (so it stays out of process listings).
+pub const ENV_JOIN_TOKEN: &str = "BLENDFLEET_JOIN_TOKEN";
+
+pub async fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
+    let token = std::env::var(ENV_JOIN_TOKEN)
+        .with_context(|| format!("set {ENV_JOIN_TOKEN} to the join credential the manager printed"))?;
+    let blender = BlenderCommand::discover(args.blender.as_deref())?;
+    let name = args.name.unwrap_or_else(hostname);
+    let work_dir = match args.work_dir {
+        Some(dir) => dir,
+        None => crate::manager_cmd::data_dir()?.join("agent"),
+    };
+    let config = AgentConfig {
+        manager_url: args.manager,
+        ca_fingerprint: args.ca_fingerprint,
+        join_token: Secret::new(token),
+        name,
+        threads: args.threads,
+        blender,
+        work_dir,
+        lease_wait: Duration::from_secs(20),
+        connect_patience: Duration::from_secs(300),
+    };
+    let shutdown = fleet_agent::shutdown_on_signals();
+    fleet_agent::run(config, shutdown).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|name| name.trim().to_owned())
+        .ok()
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| "agent".to_owned())
+}

@@ -1,0 +1,116 @@
+//! `blendfleet manager` and `blendfleet ca`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use fleet_client::ConnectionSettings;
+use fleet_manager::{Limits, ManagerConfig, RunningManager};
+use fleet_protocol::Secret;
+
+use crate::cli::ManagerArgs;
+use crate::connection::ENV_PASSWORD;
+use crate::farm::LocalAgents;
+use crate::output;
+
+/// `$XDG_DATA_HOME/blendfleet` or `~/.local/share/blendfleet`.
+pub fn data_dir() -> anyhow::Result<PathBuf> {
+    let base = std::env::var_os("XDG_DATA_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".local/share")))
+        .context("neither XDG_DATA_HOME nor HOME is set; pass --state-dir")?;
+    Ok(base.join("blendfleet"))
+}
+
+fn state_dir(explicit: Option<PathBuf>) -> anyhow::Result<PathBuf> {
+    match explicit {
+        Some(dir) => Ok(dir),
+        None => Ok(data_dir()?.join("manager")),
+    }
+}
+
+pub async fn run(args: ManagerArgs) -> anyhow::Result<ExitCode> {
+    let state_dir = state_dir(args.state_dir)?;
+    let mut config = ManagerConfig::new(state_dir.clone());
+    config.listen = args.listen;
+    config.public_names = args.public_names;
+    config.user = args.user;
+    config.password = std::env::var(ENV_PASSWORD).ok().map(Secret::new);
+    config.limits = Limits {
+        lease_timeout: Duration::from_secs(args.lease_timeout.max(1)),
+        ..Limits::default()
+    };
+    let manager = fleet_manager::start(config)
+        .await
+        .with_context(|| format!("starting the manager in `{}`", state_dir.display()))?;
+    print_welcome(&manager)?;
+
+    let mut agents = if args.local_agents > 0 {
+        let agents = LocalAgents::spawn(
+            &manager,
+            args.local_agents,
+            args.agent_threads,
+            args.blender.as_deref(),
+            &state_dir.join("agents"),
+            false,
+        )?;
+        output::line(format!("started {} local agents", args.local_agents));
+        Some(agents)
+    } else {
+        None
+    };
+    let shutdown = fleet_agent::shutdown_on_signals();
+    shutdown.cancelled().await;
+    tracing::info!("shutting down");
+    if let Some(agents) = agents.take() {
+        agents.stop().await;
+    }
+    manager.shutdown().await;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_welcome(manager: &RunningManager) -> anyhow::Result<()> {
+    let settings = ConnectionSettings {
+        url: manager.url(),
+        user: manager.user.clone(),
+        password: Secret::new(""),
+        ca_fingerprint: manager.fingerprint,
+    };
+    output::line(format!("BlendFleet manager listening on {}", manager.url()));
+    output::line(format!("  CA fingerprint: {}", manager.fingerprint));
+    output::line(format!("  user:           {}", manager.user));
+    match &manager.generated_password {
+        Some(password) => output::line(format!(
+            "  password:       {} (generated now and shown only once; stored hashed)",
+            password.expose()
+        )),
+        None => output::line(format!(
+            "  password:       unchanged (set {ENV_PASSWORD} when starting to replace it)"
+        )),
+    }
+    output::line(format!("  connection:     {}", settings.connection_string()?));
+    output::line(format!(
+        "  agents join with: BLENDFLEET_JOIN_TOKEN={} blendfleet agent --manager {} --ca-fingerprint {}",
+        manager.join_token.expose(),
+        manager.url(),
+        manager.fingerprint
+    ));
+    output::line("  (the join credential is valid until the manager restarts)");
+    Ok(())
+}
+
+pub fn show_ca(explicit: Option<PathBuf>) -> anyhow::Result<ExitCode> {
+    let dir = state_dir(explicit)?.join("tls");
+    let cert = dir.join("ca.pem");
+    if !cert.exists() {
+        anyhow::bail!(
+            "no certificate authority in `{}`: start `blendfleet manager` once to create it",
+            dir.display()
+        );
+    }
+    let ca = fleet_tls::CertificateAuthority::load(&cert, &dir.join("ca.key"))
+        .with_context(|| format!("reading the CA in `{}`", dir.display()))?;
+    output::line(ca.fingerprint());
+    Ok(ExitCode::SUCCESS)
+}

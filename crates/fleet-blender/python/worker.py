@@ -7,7 +7,8 @@
 # Modes:
 #   serve SOCKET             resident worker: connects to the Unix socket SOCKET and
 #                            answers JSON-line requests until told to stop or until the
-#                            connection closes (then it exits at once, even mid-render)
+#                            connection closes (then it exits at once, even mid-render);
+#                            the protocol is described in src/protocol.rs
 #   inspect REQUEST RESULT   describe a .blend
 #   reference REQUEST RESULT one plain render of a frame, no persistent data
 #   version REQUEST RESULT   report the Blender version
@@ -73,6 +74,7 @@ def snapshot(scene):
     """Settings a request may override and that must come back when it does not."""
     return {
         "seed": scene.cycles.seed,
+        "sampling_pattern": scene.cycles.sampling_pattern,
         "resolution_x": scene.render.resolution_x,
         "resolution_y": scene.render.resolution_y,
         "resolution_percentage": scene.render.resolution_percentage,
@@ -82,6 +84,46 @@ def snapshot(scene):
 def set_if_present(owner, name, value):
     if hasattr(owner, name):
         setattr(owner, name, value)
+
+
+# Blender 4.x sampling patterns whose sequence does not depend on the total sample count.
+COUNT_INDEPENDENT_PATTERNS = {"TABULATED_SOBOL"}
+
+
+def set_sample_range(cycles, start, count, frame_samples):
+    """Render samples [start, start + count) of the frame.
+
+    Blender 3.x renders `samples` samples starting at `sample_offset`. Blender 4.x
+    ignores `sample_offset` unless `use_sample_subset` is on, and then renders
+    `sample_subset_length` samples from `sample_offset` out of `samples`; its default
+    blue-noise pattern (4.2+) depends on `samples`, so every chunk of a frame must give
+    the same `samples`. Without the frame's total (`frame_samples`), the
+    count-independent Tabulated Sobol pattern is used instead, which a single render with
+    the same settings reproduces exactly.
+    """
+    if frame_samples and start + count > int(frame_samples):
+        raise FleetError("samples %d to %d lie beyond the frame's %d samples"
+                         % (start, start + count, int(frame_samples)))
+    if hasattr(cycles, "use_sample_subset"):
+        if frame_samples:
+            total = int(frame_samples)
+        else:
+            total = start + count
+            if cycles.sampling_pattern not in COUNT_INDEPENDENT_PATTERNS:
+                cycles.sampling_pattern = "TABULATED_SOBOL"
+        cycles.use_sample_subset = True
+        cycles.samples = total
+        cycles.sample_offset = start
+        cycles.sample_subset_length = count
+    else:
+        cycles.sample_offset = start
+        cycles.samples = count
+
+
+def samples_rendered(cycles):
+    if getattr(cycles, "use_sample_subset", False):
+        return cycles.sample_subset_length
+    return cycles.samples
 
 
 def configure(scene, req, original, persistent):
@@ -94,8 +136,13 @@ def configure(scene, req, original, persistent):
     cycles = scene.cycles
     seed = req.get("seed")
     cycles.seed = original["seed"] if seed is None else int(seed)
-    cycles.sample_offset = int(req["sample_start"])
-    cycles.samples = int(req["sample_count"])
+    cycles.sampling_pattern = original["sampling_pattern"]
+    set_sample_range(cycles, int(req["sample_start"]), int(req["sample_count"]), req.get("frame_samples"))
+    # Per-view-layer sample counts would override the range.
+    set_if_present(cycles, "use_layer_samples", "IGNORE")
+    # Path guiding learns from the samples a render has taken so far, so a chunk that
+    # starts late would trace different paths than a single render does.
+    set_if_present(cycles, "use_guiding", False)
     cycles.use_adaptive_sampling = False
     cycles.use_denoising = False
     set_if_present(cycles, "use_preview_denoising", False)
@@ -236,7 +283,7 @@ class Worker:
         prepared = time.perf_counter()
         render_seconds, save_seconds = render_and_save(scene, req["output"])
         return {
-            "samples": scene.cycles.samples,
+            "samples": samples_rendered(scene.cycles),
             "loaded_scene": loaded,
             "prepare_seconds": prepared - started,
             "render_seconds": render_seconds,

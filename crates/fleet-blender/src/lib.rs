@@ -20,14 +20,17 @@
 //!
 //! The Python scripts live in `python/` and are embedded in the binary.
 
+mod chunk;
 mod command;
 mod error;
 mod oneshot;
 mod process;
+mod protocol;
 mod scripts;
 mod worker;
 
+pub use chunk::{ChunkOutcome, ChunkRequest};
 pub use command::{BlenderCommand, ENV_BLENDER, ENV_BPY_PYTHON};
 pub use error::BlenderError;
 pub use oneshot::{inspect, make_demo_scene, render_reference, ReferenceRender, SceneInfo};
-pub use worker::{ChunkOutcome, ChunkRequest, Worker, WorkerInfo, WorkerOptions};
+pub use worker::{Worker, WorkerInfo, WorkerOptions};

@@ -5,11 +5,11 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::chunk::{absolute, utf8};
 use crate::command::BlenderCommand;
 use crate::error::BlenderError;
 use crate::process::{self, describe_status, OutputLog, RECENT_LINES};
 use crate::scripts::{self, Script};
-use crate::worker::{absolute, utf8};
 
 /// What a .blend file holds, as far as rendering it is concerned.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -9,10 +9,14 @@
 //! - [`inspect`] describes a .blend, [`render_reference`] renders a frame the plain way,
 //!   and [`make_demo_scene`] writes the bundled demo scene.
 //!
-//! Every chunk is rendered with adaptive sampling, denoising, compositing and the
-//! sequencer off, denoising data passes stored, `time_limit` 0, and written as a 32-bit
-//! float multilayer EXR (ZIP) with all of the scene's passes and view layers. Only Cycles
-//! scenes can be split; other engines fail with a message saying so.
+//! Every chunk is rendered with adaptive sampling, denoising, path guiding, compositing
+//! and the sequencer off, denoising data passes stored, `time_limit` 0, and written as a
+//! 32-bit float multilayer EXR (ZIP) with all of the scene's passes and view layers. Only
+//! Cycles scenes can be split; other engines fail with a message saying so. Blender 3.x
+//! renders a chunk with `sample_offset`/`samples`; 4.x needs `use_sample_subset` and a
+//! sampling pattern that does not depend on the total (see `src/protocol.rs`
+//! and `python/worker.py`). [`render_reference`] uses the same rules, so the chunks of a
+//! frame, merged by sample weight, equal its single render up to float rounding.
 //!
 //! Blender processes never outlive the process that started them: the worker script
 //! exits when its control connection closes, and on Linux the kernel kills Blender when

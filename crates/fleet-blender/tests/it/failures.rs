@@ -337,3 +337,29 @@ async fn debian_blender_gets_its_own_python_first_on_path() {
     );
     worker.shutdown().await.expect("shutdown");
 }
+
+#[tokio::test]
+async fn python_without_bpy_fails_with_a_clear_message() {
+    let python = Path::new("/usr/bin/python3");
+    if !python.exists() {
+        eprintln!("SKIPPED python_without_bpy_fails_with_a_clear_message: no /usr/bin/python3");
+        return;
+    }
+    let cmd = fleet_blender::BlenderCommand::PythonBpy(python.to_owned());
+    let error = match Worker::spawn(&cmd, WorkerOptions::default()).await {
+        Ok(_) => {
+            eprintln!(
+                "SKIPPED python_without_bpy_fails_with_a_clear_message: /usr/bin/python3 has bpy"
+            );
+            return;
+        }
+        Err(error) => error,
+    };
+    assert!(matches!(error, BlenderError::Startup { .. }), "{error:?}");
+    let text = error.to_string();
+    assert!(
+        text.contains("before the worker script connected"),
+        "{text}"
+    );
+    assert!(text.contains("No module named 'bpy'"), "{text}");
+}

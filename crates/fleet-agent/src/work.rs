@@ -139,6 +139,7 @@ async fn work_on(
         sample_start: lease.sample_start,
         sample_count: lease.sample_count,
         seed: lease.seed,
+        frame_samples: Some(lease.frame_samples),
         resolution: lease.resolution.map(|r| (r.width, r.height)),
         output: output.clone(),
     };
@@ -207,8 +208,10 @@ async fn render_with_heartbeats(
             tracing::info!(
                 lease = %lease.lease_id, samples = outcome.samples,
                 loaded_scene = outcome.loaded_scene,
-                render = format!("{:.2}s", outcome.render_seconds),
-                total = format!("{:.2}s", outcome.total_seconds),
+                sync_seconds = outcome.sync_seconds,
+                render_seconds = outcome.render_seconds,
+                save_seconds = outcome.save_seconds,
+                total_seconds = outcome.total_seconds,
                 "chunk rendered"
             );
             Rendered::Done(outcome.samples)

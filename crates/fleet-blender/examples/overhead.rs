@@ -92,6 +92,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         sample_start: start,
         sample_count: count,
         seed: Some(1),
+        frame_samples: Some(args.samples),
         resolution: Some(args.size),
         output: dir.path().join(name),
     };

@@ -24,6 +24,10 @@ pub struct ChunkRequest {
     pub sample_count: u32,
     /// The seed shared by every chunk of the frame; `None` keeps the scene's seed.
     pub seed: Option<u32>,
+    /// The frame's total sample count. Blender 4.2+'s default (blue-noise) sampling pattern
+    /// depends on it, so every chunk of a frame must pass the same total to keep the scene's
+    /// pattern; `None` switches to the count-independent Tabulated Sobol pattern (4.x).
+    pub frame_samples: Option<u32>,
     /// Width and height at 100 %, overriding the scene's resolution.
     pub resolution: Option<(u32, u32)>,
     /// Where the multilayer EXR goes (its directory is created if needed).
@@ -105,6 +109,7 @@ mod tests {
             sample_start: 0,
             sample_count: 4,
             seed: Some(3),
+            frame_samples: None,
             resolution: Some((64, 48)),
             output: "a.exr".into(),
         };

@@ -94,6 +94,9 @@ pub async fn render_reference(
         "frame": job.frame,
         "sample_start": 0,
         "sample_count": job.samples,
+        // The frame's own total: the scene keeps its sampling pattern, as chunks that carry
+        // `frame_samples` do.
+        "frame_samples": job.samples,
         "seed": job.seed,
         "threads": job.threads,
         "resolution": job.resolution,

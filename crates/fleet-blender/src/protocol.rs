@@ -41,6 +41,7 @@ pub(crate) enum Request<'a> {
         sample_start: u32,
         sample_count: u32,
         seed: Option<u32>,
+        frame_samples: Option<u32>,
         threads: u32,
         resolution: Option<(u32, u32)>,
         output: &'a str,
@@ -148,6 +149,7 @@ mod tests {
             sample_start: 5,
             sample_count: 7,
             seed: None,
+            frame_samples: Some(12),
             threads: 1,
             resolution: Some((64, 48)),
             output: "/o.exr",
@@ -157,7 +159,7 @@ mod tests {
         assert_eq!(
             value,
             serde_json::json!({"op": "render", "id": 3, "blend": "/a.blend", "frame": 2, "sample_start": 5,
-                "sample_count": 7, "seed": null, "threads": 1, "resolution": [64, 48], "output": "/o.exr"})
+                "sample_count": 7, "seed": null, "frame_samples": 12, "threads": 1, "resolution": [64, 48], "output": "/o.exr"})
         );
     }
 }

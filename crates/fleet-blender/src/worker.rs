@@ -207,6 +207,7 @@ impl Worker {
             sample_start: request.sample_start,
             sample_count: request.sample_count,
             seed: request.seed,
+            frame_samples: request.frame_samples,
             threads: self.threads,
             resolution: request.resolution,
             output: utf8(&output)?,

@@ -52,6 +52,9 @@ pub struct Lease {
     pub sample_start: u32,
     /// Number of samples.
     pub sample_count: u32,
+    /// Samples of the whole frame. Every chunk of a frame renders with this total, which
+    /// Blender 4.x's sampling pattern depends on.
+    pub frame_samples: u32,
     /// Seed shared by every chunk of the frame; `None` keeps the scene's seed.
     pub seed: Option<u32>,
     /// Output size; `None` keeps the scene's size.

@@ -65,6 +65,8 @@ fn chunk(blend: &Path, output: &Path, frame: i32, start: u32, count: u32) -> Chu
         sample_start: start,
         sample_count: count,
         seed: Some(11),
+        // Every range these tests render lies within the first 24 samples of the frame.
+        frame_samples: Some(24),
         resolution: Some((64, 48)),
         output: output.to_owned(),
     }
@@ -131,13 +133,9 @@ async fn resident_worker_renders_chunks(v: Variant) {
                 info.channels
             );
         }
-        // The header holds the configured `samples`: the chunk's count in 3.x, the end
-        // of its range in 4.x (which renders a subset of `samples`).
-        let configured = if v.version.starts_with("3.") {
-            count
-        } else {
-            start + count
-        };
+        // The header holds the configured `samples`: the chunk's count in 3.x, the frame's
+        // total in 4.x (which renders a subset of `samples`).
+        let configured = if v.version.starts_with("3.") { count } else { 24 };
         assert_eq!(
             info.samples.as_deref(),
             Some(configured.to_string().as_str())

@@ -16,6 +16,7 @@ fn tiny(blend: &Path, output: &Path) -> ChunkRequest {
         sample_start: 0,
         sample_count: 2,
         seed: Some(1),
+        frame_samples: None,
         resolution: Some((32, 24)),
         output: output.to_owned(),
     }

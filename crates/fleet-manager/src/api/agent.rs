@@ -83,6 +83,7 @@ pub async fn lease(
                 frame: grant.frame,
                 sample_start: grant.sample_start,
                 sample_count: grant.sample_count,
+                frame_samples: grant.spec.samples,
                 seed: grant.spec.seed,
                 resolution: grant.spec.resolution,
                 main_file: grant.spec.main_file,

@@ -1,9 +1,11 @@
 //! Merge benchmark: 4 (and 8) synthetic partials of 1920×1080 with 30 float
 //! channels named and classified like a Cycles multilayer EXR.
 //!
-//! `cargo bench -p fleet-merge` generates the partials into a temp dir, then
-//! runs each measurement in a child process of this binary so that peak RSS
-//! (VmHWM) belongs to that measurement alone, and prints a table.
+//! `cargo bench -p fleet-merge` generates the partials into a temp dir (or
+//! reuses them from `$BENCH_PARTIALS`), then runs each measurement in a child
+//! process of this binary, so that its peak RSS (VmHWM) and CPU time belong to
+//! that measurement alone, and prints tables. `BENCH_DIR` chooses where the
+//! accumulators and outputs go (default: the temp dir).
 #![allow(clippy::print_stdout, clippy::unwrap_used)]
 
 use std::path::{Path, PathBuf};
@@ -117,56 +119,140 @@ fn generate(dir: &Path, count: u32) -> Vec<PathBuf> {
         .collect()
 }
 
-fn peak_rss_mib() -> f64 {
+/// `(peak RSS, current anonymous RSS, current file-backed RSS)` in MiB.
+fn memory_mib() -> (f64, f64, f64) {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        .map_or(f64::NAN, |kb| kb / 1024.0)
+    let field = |key: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+            .map_or(f64::NAN, |kb| kb / 1024.0)
+    };
+    (field("VmHWM:"), field("RssAnon:"), field("RssFile:") + field("RssShmem:"))
 }
 
-/// One measurement, run in a child process: prints `key=value` pairs.
-fn child(partials: &[PathBuf], work: &Path) {
-    let layout = read_layout(&partials[0]).unwrap();
-    let t = Instant::now();
-    for p in partials {
-        validate_partial(p, &layout).unwrap();
-    }
-    let read = t.elapsed().as_secs_f64();
-    let rss_read = peak_rss_mib();
+/// CPU seconds (user + system, all threads) this process has used.
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command name (which is in parentheses): utime and
+    // stime are the 12th and 13th, in clock ticks (100 per second on Linux).
+    let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(f64::NAN);
+    (ticks(11) + ticks(12)) / 100.0
+}
 
-    let mut acc = Accumulator::create(&work.join("acc"), &layout).unwrap();
-    let mut folds = Vec::new();
+fn chunk(i: usize) -> ChunkInfo {
+    ChunkInfo { id: i as i64, samples: 4 + i as u32, holds_sample_zero: i == 0 }
+}
+
+/// Times `f`: `(wall seconds, CPU seconds)`.
+fn timed(f: impl FnOnce()) -> (f64, f64) {
+    let (t, cpu) = (Instant::now(), cpu_seconds());
+    f();
+    (t.elapsed().as_secs_f64(), cpu_seconds() - cpu)
+}
+
+/// One measurement, run in a child process: prints `RESULT key=value ...`.
+fn child(what: &str, work: &Path, partials: &[PathBuf]) {
+    let mut line = String::new();
+    let mut put = |key: &str, value: f64| line.push_str(&format!(" {key}={value:.4}"));
+    let n = partials.len();
     // Sample 0 arrives last.
-    for (i, p) in partials.iter().enumerate().rev() {
-        let t = Instant::now();
-        acc.fold(p, ChunkInfo { id: i as i64, samples: 4 + i as u32, holds_sample_zero: i == 0 }).unwrap();
-        folds.push(t.elapsed().as_secs_f64());
-    }
-    let fold: f64 = folds.iter().sum();
-    let rss_fold = peak_rss_mib();
-
-    let mut line = format!("read={read:.3} fold={fold:.3} fold_max={:.3}", folds.iter().copied().fold(0.0, f64::max));
-    for (name, codec) in [("zip", ExrCodec::Zip), ("piz", ExrCodec::Piz), ("rle", ExrCodec::Rle), ("none", ExrCodec::None)] {
-        let out = work.join(format!("merged_{name}.exr"));
-        let t = Instant::now();
-        acc.write_exr_with(&out, codec).unwrap();
-        let secs = t.elapsed().as_secs_f64();
-        let mib = std::fs::metadata(&out).unwrap().len() as f64 / (1 << 20) as f64;
-        line.push_str(&format!(" write_{name}={secs:.3} size_{name}={mib:.1}"));
-    }
-    let t = Instant::now();
-    acc.write_png(&work.join("preview.png"), None).unwrap();
-    let png = t.elapsed().as_secs_f64();
-    let t = Instant::now();
-    acc.write_png(&work.join("preview_512.png"), Some(512)).unwrap();
-    let png_small = t.elapsed().as_secs_f64();
-    line.push_str(&format!(
-        " png={png:.3} png512={png_small:.3} rss_read={rss_read:.0} rss_fold={rss_fold:.0} rss_peak={:.0}",
-        peak_rss_mib()
-    ));
-    println!("RESULT {line}");
+    let order: Vec<usize> = (0..n).rev().collect();
+    // Kept open until memory is measured.
+    let open: Option<Accumulator> = match what {
+        "decode" => {
+            let layout = read_layout(&partials[0]).unwrap();
+            let (wall, cpu) = timed(|| partials.iter().for_each(|p| validate_partial(p, &layout).unwrap()));
+            put("wall", wall / n as f64);
+            put("cpu", cpu / n as f64);
+            None
+        }
+        "scratch" => {
+            let layout = read_layout(&partials[0]).unwrap();
+            let mut acc = Accumulator::create_scratch(&work.join("scratch"), &layout).unwrap();
+            let (wall, cpu) = timed(|| order.iter().for_each(|&i| {
+                acc.fold(&partials[i], chunk(i)).unwrap();
+            }));
+            put("wall", wall / n as f64);
+            put("cpu", cpu / n as f64);
+            Some(acc)
+        }
+        "owned" | "copied" => {
+            let layout = read_layout(&partials[0]).unwrap();
+            // Fresh uploads, as the manager has them: just written, not synced.
+            let uploads: Vec<PathBuf> = (0..n)
+                .map(|i| {
+                    let p = work.join(format!("upload_{i}.exr"));
+                    std::fs::copy(&partials[i], &p).unwrap();
+                    p
+                })
+                .collect();
+            let mut acc = Accumulator::create(&work.join(format!("acc_{what}")), &layout).unwrap();
+            let mut slowest: f64 = 0.0;
+            let (wall, cpu) = timed(|| {
+                for &i in &order {
+                    let t = Instant::now();
+                    if what == "owned" {
+                        acc.fold_owned(uploads[i].clone(), chunk(i)).unwrap();
+                    } else {
+                        acc.fold(&uploads[i], chunk(i)).unwrap();
+                    }
+                    slowest = slowest.max(t.elapsed().as_secs_f64());
+                }
+            });
+            put("wall", wall / n as f64);
+            put("cpu", cpu / n as f64);
+            put("total", wall);
+            put("slowest", slowest);
+            let (zip, zip_cpu) = timed(|| acc.write_exr(&work.join("merged_end_to_end.exr")).unwrap());
+            put("zip", zip);
+            put("zip_cpu", zip_cpu);
+            Some(acc)
+        }
+        "reopen" => {
+            let dir = work.join("acc_owned");
+            let (wall, _) = timed(|| drop(Accumulator::open(&dir).unwrap()));
+            put("open", wall);
+            // As after a crash of the machine: the sums must be rebuilt.
+            std::fs::remove_file(dir.join("sums.bin")).unwrap();
+            let mut acc = None;
+            let (wall, cpu) = timed(|| acc = Some(Accumulator::open(&dir).unwrap()));
+            put("rebuild", wall);
+            put("rebuild_cpu", cpu);
+            acc
+        }
+        codec => {
+            let acc = Accumulator::open(&work.join("acc_owned")).unwrap();
+            let out = work.join(format!("merged_{codec}"));
+            let (wall, cpu) = timed(|| match codec {
+                "png" => acc.write_png(&out, None).unwrap(),
+                "png512" => acc.write_png(&out, Some(512)).unwrap(),
+                _ => {
+                    let codec = match codec {
+                        "zip" => ExrCodec::Zip,
+                        "zips" => ExrCodec::Zips,
+                        "piz" => ExrCodec::Piz,
+                        "rle" => ExrCodec::Rle,
+                        _ => ExrCodec::None,
+                    };
+                    acc.write_exr_with(&out, codec).unwrap();
+                }
+            });
+            put("wall", wall);
+            put("cpu", cpu);
+            put("size", std::fs::metadata(&out).unwrap().len() as f64 / (1 << 20) as f64);
+            Some(acc)
+        }
+    };
+    let (peak, anon, file) = memory_mib();
+    put("rss_peak", peak);
+    put("rss_anon", anon);
+    put("rss_file", file);
+    drop(open);
+    println!("RESULT{line}");
 }
 
 fn field(line: &str, key: &str) -> f64 {
@@ -176,60 +262,117 @@ fn field(line: &str, key: &str) -> f64 {
         .unwrap_or(f64::NAN)
 }
 
+fn run(exe: &Path, what: &str, work: &Path, partials: &[PathBuf]) -> String {
+    let output = Command::new(exe).arg("--child").arg(what).arg(work).args(partials).output().unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let line = stdout.lines().find(|l| l.starts_with("RESULT")).unwrap_or_else(|| {
+        panic!("child `{what}` failed: {}", String::from_utf8_lossy(&output.stderr));
+    });
+    line.to_owned()
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if let Some(pos) = args.iter().position(|a| a == "--child") {
-        let work = PathBuf::from(&args[pos + 1]);
-        let partials: Vec<PathBuf> = args[pos + 2..].iter().map(PathBuf::from).collect();
-        child(&partials, &work);
+        let partials: Vec<PathBuf> = args[pos + 3..].iter().map(PathBuf::from).collect();
+        child(&args[pos + 1], Path::new(&args[pos + 2]), &partials);
         return;
     }
     let dir = tempfile::tempdir_in(std::env::var("BENCH_DIR").unwrap_or_else(|_| std::env::temp_dir().display().to_string())).unwrap();
     let t = Instant::now();
-    let partials = generate(dir.path(), 8);
+    let partials = match std::env::var("BENCH_PARTIALS") {
+        Ok(keep) => {
+            let keep = PathBuf::from(keep);
+            let paths: Vec<PathBuf> = (0..8).map(|i| keep.join(format!("partial_{i}.exr"))).collect();
+            if !paths.iter().all(|p| p.exists()) {
+                std::fs::create_dir_all(&keep).unwrap();
+                generate(&keep, 8);
+            }
+            paths
+        }
+        Err(_) => generate(dir.path(), 8),
+    };
     let input_mib = std::fs::metadata(&partials[0]).unwrap().len() as f64 / (1 << 20) as f64;
     println!(
-        "generated 8 partials of {WIDTH}x{HEIGHT}, {} channels, {input_mib:.1} MiB each (ZIP) in {:.1} s",
+        "{} partials of {WIDTH}x{HEIGHT}, {} float channels, {input_mib:.1} MiB each (ZIP), ready in {:.1} s; {} threads",
+        partials.len(),
         channel_names().len(),
-        t.elapsed().as_secs_f64()
+        t.elapsed().as_secs_f64(),
+        std::thread::available_parallelism().map_or(1, |n| n.get())
     );
     let exe = std::env::current_exe().unwrap();
     let mut rows = Vec::new();
     for n in [4_usize, 8] {
         let work = dir.path().join(format!("work_{n}"));
         std::fs::create_dir_all(&work).unwrap();
-        let output = Command::new(&exe).arg("--child").arg(&work).args(&partials[..n]).output().unwrap();
-        let stdout = String::from_utf8_lossy(&output.stdout);
-        let line = stdout.lines().find(|l| l.starts_with("RESULT")).unwrap_or_else(|| {
-            panic!("child failed: {}", String::from_utf8_lossy(&output.stderr));
-        });
-        rows.push((n, line.to_owned()));
+        let mut results = std::collections::BTreeMap::new();
+        for what in ["decode", "scratch", "copied", "owned", "reopen", "zip", "zips", "piz", "rle", "none", "png", "png512"] {
+            results.insert(what, run(&exe, what, &work, &partials[..n]));
+        }
+        rows.push((n, results));
         std::fs::remove_dir_all(&work).unwrap();
     }
+    let ms = |v: f64| format!("{:.0} ms", v * 1000.0);
     println!();
-    println!("| partials | validate/read all | fold all (max one) | write_exr ZIP | PIZ | RLE | none | write_png full / 512 | total (read+fold+ZIP) | peak RSS |");
-    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
-    for (n, line) in &rows {
-        let f = |k: &str| field(line, k);
+    println!("Per partial (wall, with CPU time in parentheses; sample 0 folded last):");
+    println!();
+    println!("| partials | decode only | fold, scratch (decode + add) | fold, durable, copied in | fold_owned, durable | slowest fold_owned |");
+    println!("|---:|---:|---:|---:|---:|---:|");
+    for (n, r) in &rows {
+        let cell = |what: &str| format!("{} ({})", ms(field(&r[what], "wall")), ms(field(&r[what], "cpu")));
         println!(
-            "| {n} | {:.2} s | {:.2} s ({:.2} s) | {:.2} s ({:.0} MiB) | {:.2} s ({:.0} MiB) | {:.2} s ({:.0} MiB) | {:.2} s ({:.0} MiB) | {:.2} / {:.2} s | {:.2} s | {:.0} MiB |",
-            f("read"),
-            f("fold"),
-            f("fold_max"),
-            f("write_zip"),
-            f("size_zip"),
-            f("write_piz"),
-            f("size_piz"),
-            f("write_rle"),
-            f("size_rle"),
-            f("write_none"),
-            f("size_none"),
-            f("png"),
-            f("png512"),
-            f("read") + f("fold") + f("write_zip"),
-            f("rss_peak"),
+            "| {n} | {} | {} | {} | {} | {} |",
+            cell("decode"),
+            cell("scratch"),
+            cell("copied"),
+            cell("owned"),
+            ms(field(&r["owned"], "slowest"))
         );
     }
     println!();
-    println!("fold = decode + validate + fold + durable commit (fsync) of each partial; read = validate_partial alone (a full decode).");
+    println!("Whole merge (fold_owned of every partial, then write_exr ZIP), reopening, peak RSS:");
+    println!();
+    println!("| partials | fold all | write ZIP | merge total | open (sums valid) | open after a crash (rebuild) | peak RSS fold_owned (anon + file at end) | peak RSS decode only |");
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for (n, r) in &rows {
+        let o = &r["owned"];
+        println!(
+            "| {n} | {} | {} | **{}** | {} | {} | {:.0} MiB ({:.0} + {:.0}) | {:.0} MiB |",
+            ms(field(o, "total")),
+            ms(field(o, "zip")),
+            ms(field(o, "total") + field(o, "zip")),
+            ms(field(&r["reopen"], "open")),
+            ms(field(&r["reopen"], "rebuild")),
+            field(o, "rss_peak"),
+            field(o, "rss_anon"),
+            field(o, "rss_file"),
+            field(&r["decode"], "rss_peak"),
+        );
+    }
+    println!();
+    println!("Writing the merged frame (each in its own process, after Accumulator::open; synced and renamed into place):");
+    println!();
+    println!("| partials | ZIP | ZIPS | PIZ | RLE | none | PNG full | PNG 512 px | peak RSS (ZIP) |");
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for (n, r) in &rows {
+        let cell = |what: &str| {
+            let size = field(&r[what], "size");
+            if what.starts_with("png") {
+                format!("{} ({:.1} MiB)", ms(field(&r[what], "wall")), size)
+            } else {
+                format!("{} ({:.0} MiB)", ms(field(&r[what], "wall")), size)
+            }
+        };
+        println!(
+            "| {n} | {} | {} | {} | {} | {} | {} | {} | {:.0} MiB |",
+            cell("zip"),
+            cell("zips"),
+            cell("piz"),
+            cell("rle"),
+            cell("none"),
+            cell("png"),
+            cell("png512"),
+            field(&r["zip"], "rss_peak")
+        );
+    }
 }

@@ -109,17 +109,19 @@ pub fn read_planes(path: &Path) -> Result<Planes> {
     let header = partial.header();
     let names: Vec<String> = header.channels.list.iter().map(|c| c.name.to_string()).collect();
     let (width, height) = (header.layer_size.width(), header.layer_size.height());
-    let mut planes = vec![vec![0.0_f32; width * height]; names.len()];
     let channels = names.len();
-    partial.for_each_block(|rows| {
-        for row in 0..rows.rows {
-            for (c, plane) in planes.iter_mut().enumerate() {
-                let src = &rows.values[(row * channels + c) * width..][..width];
-                plane[(rows.y0 + row) * width..][..width].copy_from_slice(src);
-            }
-        }
+    // Decode in file layout (row, channel, x), then split into planes.
+    let mut rows = vec![0.0_f32; width * height * channels];
+    partial.decode_into(&mut rows, width * channels, |_, values, rows| {
+        rows.copy_from_slice(values);
         Ok(())
     })?;
+    let mut planes = vec![vec![0.0_f32; width * height]; channels];
+    for (y, row) in rows.chunks_exact((width * channels).max(1)).enumerate() {
+        for (c, plane) in planes.iter_mut().enumerate() {
+            plane[y * width..][..width].copy_from_slice(&row[c * width..][..width]);
+        }
+    }
     Ok(Planes { names, width, height, planes })
 }
 

@@ -134,6 +134,31 @@ pub enum MergeError {
 }
 
 impl MergeError {
+    /// Whether the partial (or the chunk information offered with it) is at
+    /// fault rather than the accumulator or the machine: not an OpenEXR file,
+    /// truncated, damaged, of an unsupported kind, non-float channels, the
+    /// wrong size or channel set, zero samples, or sample information that
+    /// conflicts with what was folded before. A caller serving uploads
+    /// rejects such a partial (and has its chunk rendered again); any other
+    /// error (I/O on the accumulator, an unusable accumulator directory) is
+    /// its own problem.
+    pub fn is_bad_input(&self) -> bool {
+        match self {
+            Self::NotExr { .. }
+            | Self::Truncated { .. }
+            | Self::Corrupt { .. }
+            | Self::Unsupported { .. }
+            | Self::NotFloat { .. }
+            | Self::SizeMismatch { .. }
+            | Self::MissingChannel { .. }
+            | Self::ExtraChannel { .. }
+            | Self::ZeroSamples { .. }
+            | Self::SampleZeroTwice { .. }
+            | Self::ChunkConflict { .. } => true,
+            Self::Io { .. } | Self::Accumulator { .. } | Self::Invalid(_) => false,
+        }
+    }
+
     /// Wraps an I/O error with the path it concerns.
     pub(crate) fn io(path: &Path, source: std::io::Error) -> Self {
         Self::Io { path: path.to_path_buf(), source }

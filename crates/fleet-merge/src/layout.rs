@@ -10,7 +10,6 @@ use exr::meta::MetaData;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{MergeError, Result};
-use crate::partial::Partial;
 
 /// How the values of one channel of several partials combine into the merged value.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -304,8 +303,7 @@ fn views_of(header: &Header) -> Vec<String> {
 /// structure (single part, scanlines, 32-bit float channels) but reads no
 /// pixels.
 pub fn read_layout(path: &Path) -> Result<Layout> {
-    let partial = Partial::open(path)?;
-    Ok(Layout::from_header(partial.into_header()))
+    Ok(Layout::from_header(crate::partial::read_header(path)?))
 }
 
 #[cfg(test)]

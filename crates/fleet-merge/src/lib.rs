@@ -39,6 +39,7 @@ mod layout;
 mod output;
 mod partial;
 mod state;
+mod sums;
 
 #[cfg(test)]
 mod tests;
@@ -52,8 +53,8 @@ pub use output::ExrCodec;
 pub use partial::validate_partial;
 
 /// Merges `partials` (each with its chunk information) into `out` in one go,
-/// through a temporary accumulator. The first partial's header defines the
-/// frame.
+/// through a temporary scratch accumulator (no journal, nothing synced but
+/// `out`). The first partial's header defines the frame.
 pub fn merge_files(partials: &[(PathBuf, ChunkInfo)], out: &Path) -> Result<(), MergeError> {
     let (first, _) = partials
         .first()
@@ -64,7 +65,7 @@ pub fn merge_files(partials: &[(PathBuf, ChunkInfo)], out: &Path) -> Result<(), 
         .prefix(".merge-")
         .tempdir_in(scratch_parent)
         .map_err(|e| MergeError::io(scratch_parent, e))?;
-    let mut acc = Accumulator::create(scratch.path(), &layout)?;
+    let mut acc = Accumulator::create_scratch(scratch.path(), &layout)?;
     for (path, chunk) in partials {
         acc.fold(path, *chunk)?;
     }

@@ -1,176 +1,70 @@
-//! The accumulator's pixel state on disk and the arithmetic of folding and
-//! finishing it.
+//! The arithmetic of folding partials into the running sums and of turning
+//! the sums into the merged image.
 //!
-//! A state file holds one value per channel per pixel, laid out exactly like
-//! an uncompressed OpenEXR scanline: row after row, and within a row channel
+//! The sums hold one value per channel per pixel, laid out exactly like an
+//! uncompressed OpenEXR scanline: row after row, and within a row channel
 //! after channel (file order), `width` values each. Any block of rows of a
-//! partial therefore maps to one contiguous byte range of the state file,
-//! whatever block size the partial's compression uses. Values are
-//! little-endian [`Acc`]:
+//! partial therefore maps to one contiguous range of the sums, whatever block
+//! size the partial's compression uses, and blocks can be folded in parallel.
+//! Values are [`Acc`]:
 //! - `WeightedMean`: `Σ w·v`;
 //! - `LightOverColor`: `Σ w·L·C` (the denominator `Σ w·C` is the colour
 //!   channel's own sum);
 //! - `Min`, `FromSampleZero`: the value itself.
 
-use std::fs::File;
-use std::path::Path;
-
-use crate::error::{MergeError, Result};
 use crate::layout::{Layout, MergeRule};
 
-/// The accumulator's number type. `f64` keeps `Σ w·v` exact to well below the
-/// partials' own float32 rounding for any number of partials; see BENCH.md for
-/// the cost compared with `f32`.
+/// The accumulator's number type. With `f64`, each `w·v` (a float32 times a
+/// sample count) is exact and the sums of any realistic number of partials
+/// carry far more precision than the partials themselves, so the merge does
+/// not depend on the order of the partials beyond the last bit, and a merge
+/// of identical partials gives them back bit for bit.
 pub(crate) type Acc = f64;
-
-/// Bytes of one [`Acc`] on disk.
-pub(crate) const ACC_BYTES: usize = std::mem::size_of::<Acc>();
-
-/// Geometry of a state file.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct Shape {
-    pub width: usize,
-    pub height: usize,
-    pub channels: usize,
-}
-
-impl Shape {
-    pub fn of(layout: &Layout) -> Self {
-        Self { width: layout.width as usize, height: layout.height as usize, channels: layout.channels.len() }
-    }
-
-    /// Values in one row (all channels).
-    pub fn row_values(self) -> usize {
-        self.width * self.channels
-    }
-
-    /// Size of the whole state file in bytes.
-    pub fn file_bytes(self) -> u64 {
-        (self.row_values() * self.height * ACC_BYTES) as u64
-    }
-
-    fn offset(self, y: usize) -> u64 {
-        (y * self.row_values() * ACC_BYTES) as u64
-    }
-}
-
-/// Reads rows `y0 .. y0 + rows` of a state file into `values`.
-pub(crate) fn read_rows(
-    file: &File,
-    path: &Path,
-    shape: Shape,
-    y0: usize,
-    rows: usize,
-    bytes: &mut Vec<u8>,
-    values: &mut Vec<Acc>,
-) -> Result<()> {
-    bytes.resize(rows * shape.row_values() * ACC_BYTES, 0);
-    read_at(file, bytes, shape.offset(y0)).map_err(|e| MergeError::io(path, e))?;
-    values.clear();
-    values.extend(bytes.chunks_exact(ACC_BYTES).map(|b| {
-        let mut raw = [0_u8; ACC_BYTES];
-        raw.copy_from_slice(b);
-        Acc::from_le_bytes(raw)
-    }));
-    Ok(())
-}
-
-/// Writes `values` as rows starting at `y0` of a state file.
-pub(crate) fn write_rows(
-    file: &File,
-    path: &Path,
-    shape: Shape,
-    y0: usize,
-    values: &[Acc],
-    bytes: &mut Vec<u8>,
-) -> Result<()> {
-    bytes.resize(values.len() * ACC_BYTES, 0);
-    for (b, v) in bytes.chunks_exact_mut(ACC_BYTES).zip(values) {
-        b.copy_from_slice(&v.to_le_bytes());
-    }
-    write_at(file, bytes, shape.offset(y0)).map_err(|e| MergeError::io(path, e))
-}
-
-#[cfg(unix)]
-fn read_at(file: &File, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
-    std::os::unix::fs::FileExt::read_exact_at(file, buf, offset)
-}
-
-#[cfg(unix)]
-fn write_at(file: &File, buf: &[u8], offset: u64) -> std::io::Result<()> {
-    std::os::unix::fs::FileExt::write_all_at(file, buf, offset)
-}
-
-#[cfg(not(unix))]
-fn read_at(mut file: &File, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
-    use std::io::{Read, Seek, SeekFrom};
-    file.seek(SeekFrom::Start(offset))?;
-    file.read_exact(buf)
-}
-
-#[cfg(not(unix))]
-fn write_at(mut file: &File, buf: &[u8], offset: u64) -> std::io::Result<()> {
-    use std::io::{Seek, SeekFrom, Write};
-    file.seek(SeekFrom::Start(offset))?;
-    file.write_all(buf)
-}
 
 /// What one fold does besides adding weighted values.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct FoldParams {
     /// Samples the partial rendered.
     pub weight: Acc,
+    /// Whether this is the first partial: the sums are overwritten, not added to.
+    pub first: bool,
     /// Whether `FromSampleZero` channels take this partial's values.
     pub take_sample_zero: bool,
 }
 
-/// Folds decoded partial rows into the state: `prev` holds the state of the
-/// same rows before the fold (`None` for the first fold), `out` receives it
-/// after. All three use the same layout (see the module docs).
-pub(crate) fn fold_rows(
-    rules: &[MergeRule],
-    width: usize,
-    values: &[f32],
-    prev: Option<&[Acc]>,
-    out: &mut Vec<Acc>,
-    params: FoldParams,
-) {
-    out.clear();
-    out.resize(values.len(), 0.0);
+/// Folds decoded rows of a partial (`values`) into the same rows of the sums.
+pub(crate) fn fold_rows(rules: &[MergeRule], width: usize, values: &[f32], sums: &mut [Acc], params: FoldParams) {
+    debug_assert_eq!(values.len(), sums.len());
     let w = params.weight;
     let row_len = rules.len() * width;
-    for (row, (vrow, orow)) in values.chunks_exact(row_len).zip(out.chunks_exact_mut(row_len)).enumerate() {
-        let prow = prev.map(|p| &p[row * row_len..(row + 1) * row_len]);
+    for (vrow, srow) in values.chunks_exact(row_len).zip(sums.chunks_exact_mut(row_len)) {
         for (c, rule) in rules.iter().enumerate() {
-            let span = c * width..(c + 1) * width;
-            let v = &vrow[span.clone()];
-            let o = &mut orow[span.clone()];
-            let p = prow.map(|p| &p[span]);
-            match (*rule, p) {
-                (MergeRule::WeightedMean, None) => {
-                    o.iter_mut().zip(v).for_each(|(o, &v)| *o = w * Acc::from(v));
+            let v = &vrow[c * width..(c + 1) * width];
+            let s = &mut srow[c * width..(c + 1) * width];
+            match *rule {
+                MergeRule::WeightedMean if params.first => {
+                    s.iter_mut().zip(v).for_each(|(s, &v)| *s = w * Acc::from(v));
                 }
-                (MergeRule::WeightedMean, Some(p)) => {
-                    o.iter_mut().zip(v).zip(p).for_each(|((o, &v), &p)| *o = p + w * Acc::from(v));
+                MergeRule::WeightedMean => {
+                    s.iter_mut().zip(v).for_each(|(s, &v)| *s += w * Acc::from(v));
                 }
-                (MergeRule::LightOverColor { color }, p) => {
+                MergeRule::LightOverColor { color } => {
                     let col = &vrow[color * width..(color + 1) * width];
-                    for x in 0..width {
-                        let add = w * Acc::from(v[x]) * Acc::from(col[x]);
-                        o[x] = p.map_or(add, |p| p[x] + add);
+                    if params.first {
+                        s.iter_mut().zip(v).zip(col).for_each(|((s, &v), &c)| *s = w * Acc::from(v) * Acc::from(c));
+                    } else {
+                        s.iter_mut().zip(v).zip(col).for_each(|((s, &v), &c)| *s += w * Acc::from(v) * Acc::from(c));
                     }
                 }
-                (MergeRule::Min, None) | (MergeRule::FromSampleZero, None) => {
-                    o.iter_mut().zip(v).for_each(|(o, &v)| *o = Acc::from(v));
+                MergeRule::Min if params.first => {
+                    s.iter_mut().zip(v).for_each(|(s, &v)| *s = Acc::from(v));
                 }
-                (MergeRule::Min, Some(p)) => {
-                    o.iter_mut().zip(v).zip(p).for_each(|((o, &v), &p)| *o = p.min(Acc::from(v)));
+                MergeRule::Min => {
+                    s.iter_mut().zip(v).for_each(|(s, &v)| *s = s.min(Acc::from(v)));
                 }
-                (MergeRule::FromSampleZero, Some(p)) => {
-                    if params.take_sample_zero {
-                        o.iter_mut().zip(v).for_each(|(o, &v)| *o = Acc::from(v));
-                    } else {
-                        o.copy_from_slice(p);
+                MergeRule::FromSampleZero => {
+                    if params.first || params.take_sample_zero {
+                        s.iter_mut().zip(v).for_each(|(s, &v)| *s = Acc::from(v));
                     }
                 }
             }

@@ -4,6 +4,7 @@ use std::path::{Path, PathBuf};
 
 use exr::prelude::*;
 
+use crate::accumulator::Crash;
 use crate::compare::read_planes;
 use crate::{read_layout, validate_partial, Accumulator, ChunkInfo, FoldOutcome, MergeError, MergeRule};
 
@@ -338,17 +339,23 @@ fn a_crash_in_the_middle_of_a_fold_leaves_the_state_before_it() {
         let mut acc = Accumulator::create(&dir, &layout).expect("create");
         acc.fold(&parts[0].0, parts[0].1).expect("fold");
         acc.write_exr(&f.path("before.exr")).expect("write");
-        // Stop the next fold after one block has been written to the other
-        // state file, as a crash would.
-        acc.fail_after_blocks = Some(1);
+        // The process dies after one block of the next partial was added to
+        // the running sums: they are half-updated, and the partial waits in
+        // the journal under its temporary name.
+        acc.crash = Some(Crash::AfterBlocks(1));
         assert!(acc.fold(&parts[1].0, parts[1].1).is_err());
+        assert!(dir.join("partials/incoming.tmp").exists());
     }
-    // A crash may also leave a half-written manifest behind.
+    // A crash may also leave a half-written manifest and a half-copied partial.
     std::fs::write(dir.join("manifest.json.tmp"), b"{\"format\": 1, \"gener").expect("write tmp");
+    let staged = std::fs::OpenOptions::new().write(true).open(dir.join("partials/incoming.tmp")).expect("staged");
+    staged.set_len(staged.metadata().expect("len").len() / 2).expect("truncate");
+    drop(staged);
     let mut acc = Accumulator::open(&dir).expect("open");
     assert_eq!(acc.total_samples(), 3);
     assert_eq!(acc.folded_chunks(), vec![10]);
     assert!(!dir.join("manifest.json.tmp").exists());
+    assert!(!dir.join("partials/incoming.tmp").exists());
     acc.write_exr(&f.path("after_crash.exr")).expect("write");
     assert_eq!(all_planes(&f.path("before.exr")), all_planes(&f.path("after_crash.exr")));
     // The interrupted chunk can be folded again and the result is as if
@@ -358,6 +365,146 @@ fn a_crash_in_the_middle_of_a_fold_leaves_the_state_before_it() {
     acc.write_exr(&f.path("resumed.exr")).expect("write");
     let one_go = f.merge(&parts);
     assert_eq!(all_planes(&f.path("resumed.exr")), all_planes(&one_go));
+}
+
+#[test]
+fn a_fold_that_crashed_after_its_commit_is_refolded_on_open() {
+    let f = Fixture::new();
+    let parts = three_partials(&f);
+    let dir = f.path("acc");
+    let layout = read_layout(&parts[0].0).expect("layout");
+    {
+        let mut acc = Accumulator::create(&dir, &layout).expect("create");
+        acc.fold(&parts[0].0, parts[0].1).expect("fold");
+        // The partial is committed to the journal, but the process dies
+        // before the sums are marked complete.
+        acc.crash = Some(Crash::AfterCommit);
+        assert!(acc.fold(&parts[1].0, parts[1].1).is_err());
+    }
+    let mut acc = Accumulator::open(&dir).expect("open");
+    assert_eq!(acc.folded_chunks(), vec![10, 11]);
+    assert_eq!(acc.total_samples(), 8);
+    assert_eq!(acc.sample_zero_chunk(), Some(11));
+    assert_eq!(acc.fold(&parts[1].0, parts[1].1).expect("refold"), FoldOutcome::AlreadyFolded);
+    acc.write_exr(&f.path("recovered.exr")).expect("write");
+    let expected = f.merge(&parts[..2]);
+    assert_eq!(all_planes(&f.path("recovered.exr")), all_planes(&expected));
+}
+
+/// Overwrites the sums (not the stamp) of a closed accumulator with garbage.
+fn scribble_over_sums(path: &Path) {
+    use std::io::{Seek, SeekFrom, Write};
+    let mut file = std::fs::OpenOptions::new().write(true).open(path).expect("sums");
+    file.seek(SeekFrom::Start(4096)).expect("seek");
+    file.write_all(&[0x5a; 4096]).expect("scribble");
+}
+
+#[test]
+fn sums_are_rebuilt_unless_their_stamp_vouches_for_them() {
+    let f = Fixture::new();
+    let parts = three_partials(&f);
+    let dir = f.path("acc");
+    let layout = read_layout(&parts[0].0).expect("layout");
+    let sums_path;
+    {
+        let mut acc = Accumulator::create(&dir, &layout).expect("create");
+        acc.fold(&parts[0].0, parts[0].1).expect("fold");
+        acc.fold(&parts[1].0, parts[1].1).expect("fold");
+        acc.write_exr(&f.path("expected.exr")).expect("write");
+        sums_path = acc.sums_path();
+    }
+    let expected = all_planes(&f.path("expected.exr"));
+    let reopened = |name: &str| {
+        let acc = Accumulator::open(&dir).expect("open");
+        assert_eq!(acc.folded_chunks(), vec![10, 11]);
+        acc.write_exr(&f.path(name)).expect("write");
+        all_planes(&f.path(name))
+    };
+    // Within one boot, complete sums are used as they are (which is what makes
+    // reopening cheap): garbage in them shows.
+    scribble_over_sums(&sums_path);
+    assert_ne!(reopened("trusted.exr"), expected);
+    // Sums stamped in another boot are rebuilt from the journal.
+    {
+        let mut acc = Accumulator::open(&dir).expect("open");
+        acc.forget_boot();
+    }
+    scribble_over_sums(&sums_path);
+    assert_eq!(reopened("other_boot.exr"), expected);
+    // So are missing sums.
+    std::fs::remove_file(&sums_path).expect("remove sums");
+    assert_eq!(reopened("missing.exr"), expected);
+}
+
+#[test]
+fn fold_owned_takes_the_file_over() {
+    let f = Fixture::new();
+    let parts = three_partials(&f);
+    let dir = f.path("acc");
+    let layout = read_layout(&parts[0].0).expect("layout");
+    let mut acc = Accumulator::create(&dir, &layout).expect("create");
+    let upload = |name: &str, from: &Path| {
+        let p = f.path(name);
+        std::fs::copy(from, &p).expect("copy");
+        p
+    };
+    let first = upload("upload_1.exr", &parts[0].0);
+    assert_eq!(acc.fold_owned(first.clone(), parts[0].1).expect("fold"), FoldOutcome::Folded);
+    assert!(!first.exists());
+    assert!(dir.join("partials/000001.chunk10.samples3.exr").exists());
+    // Already folded: nothing changes and the upload is deleted.
+    let again = upload("upload_2.exr", &parts[0].0);
+    assert_eq!(acc.fold_owned(again.clone(), parts[0].1).expect("refold"), FoldOutcome::AlreadyFolded);
+    assert!(!again.exists());
+    // A bad upload is refused, deleted, and changes nothing.
+    let bad = f.path("upload_3.exr");
+    std::fs::write(&bad, b"not an image").expect("write");
+    let err = acc.fold_owned(bad.clone(), parts[1].1).expect_err("bad");
+    assert!(matches!(err, MergeError::NotExr { .. }) && err.is_bad_input(), "{err}");
+    assert_eq!(err.to_string(), format!("`{}` is not an OpenEXR file", bad.display()));
+    assert!(!bad.exists());
+    assert_eq!(acc.folded_chunks(), vec![10]);
+    let second = upload("upload_4.exr", &parts[1].0);
+    acc.fold_owned(second, parts[1].1).expect("fold");
+    let third = upload("upload_5.exr", &parts[2].0);
+    acc.fold_owned(third, parts[2].1).expect("fold");
+    acc.write_exr(&f.path("owned.exr")).expect("write");
+    drop(acc);
+    assert_eq!(all_planes(&f.path("owned.exr")), all_planes(&f.merge(&parts)));
+}
+
+#[test]
+fn discard_removes_the_accumulator() {
+    let f = Fixture::new();
+    let parts = three_partials(&f);
+    let dir = f.path("acc");
+    let mut acc = Accumulator::create(&dir, &read_layout(&parts[0].0).expect("layout")).expect("create");
+    acc.fold(&parts[0].0, parts[0].1).expect("fold");
+    acc.discard().expect("discard");
+    assert!(!dir.exists());
+    assert!(parts[0].0.exists());
+    let err = Accumulator::open(&dir).expect_err("gone");
+    assert!(!err.is_bad_input(), "{err}");
+}
+
+#[test]
+fn errors_say_whose_fault_they_are() {
+    let f = Fixture::new();
+    let parts = three_partials(&f);
+    let dir = f.path("acc");
+    let mut acc = Accumulator::create(&dir, &read_layout(&parts[0].0).expect("layout")).expect("create");
+    let err = acc.fold(&f.path("no_such_file.exr"), chunk(1, 1, false)).expect_err("missing");
+    assert!(matches!(err, MergeError::Io { .. }) && !err.is_bad_input(), "{err}");
+    acc.fold(&parts[1].0, parts[1].1).expect("fold");
+    for err in [
+        acc.fold(&parts[0].0, chunk(11, 9, true)).expect_err("conflict"),
+        acc.fold(&parts[0].0, chunk(12, 0, false)).expect_err("zero samples"),
+        acc.fold(&parts[0].0, chunk(13, 2, true)).expect_err("sample 0 twice"),
+    ] {
+        assert!(err.is_bad_input(), "{err}");
+    }
+    let err = Accumulator::open(&dir).expect_err("locked");
+    assert!(!err.is_bad_input(), "{err}");
 }
 
 #[test]
@@ -473,8 +620,10 @@ fn bad_partials_are_refused_and_change_nothing() {
     for (i, (path, message)) in cases.iter().enumerate() {
         let err = validate_partial(path, &layout).expect_err("validation must fail");
         assert_eq!(err.to_string(), *message);
+        assert!(err.is_bad_input(), "{err}");
         let err = acc.fold(path, chunk(100 + i as i64, 3, false)).expect_err("fold must fail");
         assert_eq!(err.to_string(), *message);
+        assert!(err.is_bad_input(), "{err}");
     }
     assert_eq!(acc.total_samples(), 4);
     assert_eq!(acc.folded_chunks(), vec![1]);
@@ -487,13 +636,17 @@ fn bad_partials_are_refused_and_change_nothing() {
 }
 
 #[test]
-fn damaged_pixel_data_is_reported() {
+fn damaged_pixel_data_is_reported_and_changes_nothing() {
     let f = Fixture::new();
     let names = ["ViewLayer.Combined.R"];
     let good = f.path("good.exr");
     // Smooth values compress, so the file holds zlib streams (noise would be
-    // stored raw, where damage cannot be detected).
-    write_partial(&good, &names, |_, x, y| (x + y) as f32 * 0.5);
+    // stored raw, where damage cannot be detected). Many blocks, so that
+    // others are folded before the damaged one is met.
+    let spec = Spec { height: 16 * 40, ..Spec::new(&names) };
+    write_spec(&good, &spec, |_, x, y| (x + y) as f32 * 0.5);
+    let other = f.path("other.exr");
+    write_spec(&other, &spec, |_, x, y| (x * y) as f32 * 0.25);
     let layout = read_layout(&good).expect("layout");
     let mut bytes = std::fs::read(&good).expect("read");
     let n = bytes.len();
@@ -504,6 +657,19 @@ fn damaged_pixel_data_is_reported() {
     std::fs::write(&damaged, &bytes).expect("write");
     let err = validate_partial(&damaged, &layout).expect_err("damaged");
     assert!(matches!(err, MergeError::Corrupt { .. } | MergeError::Truncated { .. }), "{err}");
+    assert!(err.is_bad_input());
+
+    let dir = f.path("acc");
+    let mut acc = Accumulator::create(&dir, &layout).expect("create");
+    acc.fold(&other, chunk(1, 2, true)).expect("fold");
+    acc.write_exr(&f.path("before.exr")).expect("write");
+    let err = acc.fold(&damaged, chunk(2, 3, false)).expect_err("damaged");
+    assert!(err.is_bad_input(), "{err}");
+    assert_eq!(acc.folded_chunks(), vec![1]);
+    acc.write_exr(&f.path("after.exr")).expect("write");
+    assert_eq!(all_planes(&f.path("before.exr")), all_planes(&f.path("after.exr")));
+    acc.fold(&good, chunk(2, 3, false)).expect("fold");
+    assert_eq!(acc.total_samples(), 5);
 }
 
 #[test]

@@ -17,13 +17,17 @@ use support::{blendfleet, compare, merged_chunks, reference, run_ok, TOLERANCE};
 
 #[tokio::test]
 async fn three_agents_match_a_single_render_with_blender_3_4() {
-    let Some(blender) = support::blender_34() else { return };
+    let Some(blender) = support::blender_34() else {
+        return;
+    };
     farm_matches_a_single_render(&blender).await;
 }
 
 #[tokio::test]
 async fn three_agents_match_a_single_render_with_bpy_4_5() {
-    let Some(blender) = support::bpy_45() else { return };
+    let Some(blender) = support::bpy_45() else {
+        return;
+    };
     farm_matches_a_single_render(&blender).await;
 }
 
@@ -32,13 +36,30 @@ async fn farm_matches_a_single_render(blender: &BlenderCommand) {
     let blend = support::demo_scene(blender, dir.path()).await;
     let out = dir.path().join("out");
     let state = dir.path().join("state");
-    let output = run_ok(blendfleet().args(["render"]).arg(&blend).args([
-        "--frames", "1", "--samples", "48", "--resolution", "64x48", "--agents", "3",
-        "--agent-threads", "1", "--json",
-    ])
-    .arg("--output").arg(&out)
-    .arg("--state-dir").arg(&state)
-    .arg("--blender").arg(blender.program()));
+    let output = run_ok(
+        blendfleet()
+            .args(["render"])
+            .arg(&blend)
+            .args([
+                "--frames",
+                "1",
+                "--samples",
+                "48",
+                "--resolution",
+                "64x48",
+                "--agents",
+                "3",
+                "--agent-threads",
+                "1",
+                "--json",
+            ])
+            .arg("--output")
+            .arg(&out)
+            .arg("--state-dir")
+            .arg(&state)
+            .arg("--blender")
+            .arg(blender.program()),
+    );
     let summary: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(summary["state"], "done", "{summary}");
     let merged = out.join("demo_0001.exr");
@@ -125,7 +146,10 @@ impl Farm {
                 url = Some(rest.trim().to_owned());
             } else if let Some(rest) = line.trim().strip_prefix("CA fingerprint:") {
                 fingerprint = Some(rest.trim().parse().unwrap());
-            } else if let Some(rest) = line.trim().strip_prefix("agents join with: BLENDFLEET_JOIN_TOKEN=") {
+            } else if let Some(rest) = line
+                .trim()
+                .strip_prefix("agents join with: BLENDFLEET_JOIN_TOKEN=")
+            {
                 token = rest.split_whitespace().next().map(str::to_owned);
                 break;
             }
@@ -186,8 +210,12 @@ fn log(dir: &Path, name: &str) -> std::fs::File {
 fn children_of(pid: u32) -> Vec<u32> {
     let mut found = Vec::new();
     for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(child) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
-        let Ok(status) = std::fs::read_to_string(entry.path().join("status")) else { continue };
+        let Ok(child) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(status) = std::fs::read_to_string(entry.path().join("status")) else {
+            continue;
+        };
         let parent = status
             .lines()
             .find_map(|line| line.strip_prefix("PPid:"))
@@ -207,7 +235,9 @@ fn alive(pid: u32) -> bool {
 
 #[tokio::test]
 async fn an_agent_killed_mid_chunk_loses_its_lease_and_the_frame_still_matches() {
-    let Some(blender) = support::blender_34() else { return };
+    let Some(blender) = support::blender_34() else {
+        return;
+    };
     let dir = support::TestDir::new();
     let blend = support::demo_scene(&blender, dir.path()).await;
     let mut farm = Farm::start(dir.path(), 3);
@@ -230,7 +260,10 @@ async fn an_agent_killed_mid_chunk_loses_its_lease_and_the_frame_still_matches()
         files: [("demo.blend".to_owned(), hash)].into(),
         frames: FrameRange::single(1),
         samples,
-        resolution: Some(Resolution { width: resolution.0, height: resolution.1 }),
+        resolution: Some(Resolution {
+            width: resolution.0,
+            height: resolution.1,
+        }),
         output_format: OutputFormat::Exr,
         seed: None,
         chunking: Default::default(),
@@ -247,13 +280,19 @@ async fn an_agent_killed_mid_chunk_loses_its_lease_and_the_frame_still_matches()
                 break name.clone();
             }
         }
-        assert!(!status.summary.state.is_final(), "the job ended before an agent could be killed: {status:?}");
+        assert!(
+            !status.summary.state.is_final(),
+            "the job ended before an agent could be killed: {status:?}"
+        );
         assert!(Instant::now() < deadline, "no agent got busy: {status:?}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     let pid = farm.pid(&victim);
     let blender_processes = children_of(pid);
-    assert!(!blender_processes.is_empty(), "the busy agent runs a resident Blender");
+    assert!(
+        !blender_processes.is_empty(),
+        "the busy agent runs a resident Blender"
+    );
     let killed = std::process::Command::new("kill")
         .args(["-KILL", &pid.to_string()])
         .status()
@@ -266,14 +305,20 @@ async fn an_agent_killed_mid_chunk_loses_its_lease_and_the_frame_still_matches()
         if status.summary.state.is_final() {
             break status;
         }
-        assert!(Instant::now() < deadline, "the job did not finish: {status:?}");
+        assert!(
+            Instant::now() < deadline,
+            "the job did not finish: {status:?}"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
     assert_eq!(status.summary.state, JobState::Done, "{status:?}");
     assert_eq!(status.summary.samples_done, u64::from(samples));
     // The killed agent's Blender died with it.
     for blender_pid in blender_processes {
-        assert!(!alive(blender_pid), "Blender {blender_pid} outlived its agent");
+        assert!(
+            !alive(blender_pid),
+            "Blender {blender_pid} outlived its agent"
+        );
     }
 
     let db = farm.state.join("state.db");

@@ -22,7 +22,10 @@ pub fn blendfleet() -> Command {
 /// Debian's Blender 3.4 (`BLENDFLEET_TEST_BLENDER`, default `blender` on PATH).
 pub fn blender_34() -> Option<BlenderCommand> {
     let path = std::env::var("BLENDFLEET_TEST_BLENDER").unwrap_or_else(|_| "blender".into());
-    required("BLENDFLEET_TEST_BLENDER", BlenderCommand::discover(Some(Path::new(&path))).ok())
+    required(
+        "BLENDFLEET_TEST_BLENDER",
+        BlenderCommand::discover(Some(Path::new(&path))).ok(),
+    )
 }
 
 /// A Python with pip `bpy` 4.5 (`BLENDFLEET_TEST_BPY_PYTHON`).
@@ -62,7 +65,9 @@ pub fn run_ok(command: &mut Command) -> Output {
 /// Makes the bundled demo scene with `blender` in `dir`.
 pub async fn demo_scene(blender: &BlenderCommand, dir: &Path) -> PathBuf {
     let path = dir.join("demo.blend");
-    fleet_blender::make_demo_scene(blender, &path).await.expect("demo scene");
+    fleet_blender::make_demo_scene(blender, &path)
+        .await
+        .expect("demo scene");
     path
 }
 

@@ -15,7 +15,10 @@ use std::time::Instant;
 use fleet_blender::{BlenderCommand, ReferenceRender};
 
 fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 fn median(values: &mut [f64]) -> f64 {
@@ -64,7 +67,9 @@ fn main() {
 
     let dir = tempfile::tempdir().unwrap();
     let blend = dir.path().join("demo.blend");
-    runtime.block_on(fleet_blender::make_demo_scene(&blender, &blend)).unwrap();
+    runtime
+        .block_on(fleet_blender::make_demo_scene(&blender, &blend))
+        .unwrap();
     let version = runtime.block_on(blender.version()).unwrap();
     println!(
         "demo scene, {width}x{height}, {samples} samples, {threads} threads, Blender {version}, {repeats} repeats"
@@ -82,7 +87,9 @@ fn main() {
             resolution: Some((width, height)),
             output: dir.path().join("plain.exr"),
         };
-        runtime.block_on(fleet_blender::render_reference(&blender, &job)).unwrap();
+        runtime
+            .block_on(fleet_blender::render_reference(&blender, &job))
+            .unwrap();
         plain.push(started.elapsed().as_secs_f64());
 
         let state: PathBuf = dir.path().join(format!("state{repeat}"));
@@ -92,7 +99,13 @@ fn main() {
             .arg(&blend)
             .args(["--frames", "1", "--samples", &samples.to_string()])
             .args(["--resolution", &resolution, "--agents", "1"])
-            .args(["--agent-threads", &threads.to_string(), "--format", "exr", "--json"])
+            .args([
+                "--agent-threads",
+                &threads.to_string(),
+                "--format",
+                "exr",
+                "--json",
+            ])
             .arg("--output")
             .arg(dir.path().join("out"))
             .arg("--state-dir")

@@ -14,8 +14,9 @@ use crate::cli::AgentArgs;
 pub const ENV_JOIN_TOKEN: &str = "BLENDFLEET_JOIN_TOKEN";
 
 pub async fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
-    let token = std::env::var(ENV_JOIN_TOKEN)
-        .with_context(|| format!("set {ENV_JOIN_TOKEN} to the join credential the manager printed"))?;
+    let token = std::env::var(ENV_JOIN_TOKEN).with_context(|| {
+        format!("set {ENV_JOIN_TOKEN} to the join credential the manager printed")
+    })?;
     let blender = BlenderCommand::discover(args.blender.as_deref())?;
     let name = args.name.unwrap_or_else(hostname);
     let work_dir = match args.work_dir {

@@ -230,7 +230,10 @@ pub async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
 
 /// Frames to render from the arguments and the scene.
 impl JobArgs {
-    pub fn frame_range(&self, scene: Option<&fleet_blender::SceneInfo>) -> anyhow::Result<FrameRange> {
+    pub fn frame_range(
+        &self,
+        scene: Option<&fleet_blender::SceneInfo>,
+    ) -> anyhow::Result<FrameRange> {
         if let Some(frames) = self.frames {
             return Ok(frames);
         }
@@ -263,17 +266,43 @@ mod tests {
     #[test]
     fn render_arguments_parse() {
         let cli = Cli::try_parse_from([
-            "blendfleet", "render", "shot.blend", "--frames", "1-3", "--samples", "48",
-            "--agents", "3", "--agent-threads", "1", "--output", "out", "--resolution", "64x48",
+            "blendfleet",
+            "render",
+            "shot.blend",
+            "--frames",
+            "1-3",
+            "--samples",
+            "48",
+            "--agents",
+            "3",
+            "--agent-threads",
+            "1",
+            "--output",
+            "out",
+            "--resolution",
+            "64x48",
         ])
         .unwrap();
         let Command::Render(args) = cli.command else {
             panic!("not a render command");
         };
-        assert_eq!(args.job.frames, Some(FrameRange { start: 1, end: 3, step: 1 }));
+        assert_eq!(
+            args.job.frames,
+            Some(FrameRange {
+                start: 1,
+                end: 3,
+                step: 1
+            })
+        );
         assert_eq!(args.job.samples, Some(48));
         assert_eq!(args.farm.agents, 3);
-        assert_eq!(args.job.resolution, Some(Resolution { width: 64, height: 48 }));
+        assert_eq!(
+            args.job.resolution,
+            Some(Resolution {
+                width: 64,
+                height: 48
+            })
+        );
     }
 
     #[test]

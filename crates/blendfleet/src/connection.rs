@@ -38,15 +38,15 @@ pub fn configured(remote: &RemoteArgs) -> anyhow::Result<Option<ConnectionSettin
     } else if let Some(path) = client_file().filter(|path| path.exists()) {
         let content = std::fs::read_to_string(&path)
             .with_context(|| format!("reading `{}`", path.display()))?;
-        let file: ClientFile = toml::from_str(&content)
-            .with_context(|| format!("parsing `{}`", path.display()))?;
+        let file: ClientFile =
+            toml::from_str(&content).with_context(|| format!("parsing `{}`", path.display()))?;
         (file.manager, file.password.map(Secret::new))
     } else {
         return Ok(None);
     };
-    let password = env_password.or(file_password).with_context(|| {
-        format!("a manager is configured but no password: set {ENV_PASSWORD}")
-    })?;
+    let password = env_password
+        .or(file_password)
+        .with_context(|| format!("a manager is configured but no password: set {ENV_PASSWORD}"))?;
     let settings = ConnectionSettings::from_connection_string(&text, password)?;
     Ok(Some(settings))
 }

@@ -28,7 +28,8 @@ struct LocalAgent {
 /// Render threads for each of `agents` agents sharing this machine.
 pub fn threads_per_agent(agents: u32, explicit: Option<u32>) -> u32 {
     explicit.unwrap_or_else(|| {
-        let cores = std::thread::available_parallelism().map_or(1, |n| u32::try_from(n.get()).unwrap_or(1));
+        let cores =
+            std::thread::available_parallelism().map_or(1, |n| u32::try_from(n.get()).unwrap_or(1));
         (cores / agents.max(1)).max(1)
     })
 }
@@ -79,7 +80,9 @@ impl LocalAgents {
                 None
             };
             die_with_parent(&mut command);
-            let child = command.spawn().with_context(|| format!("starting agent `{name}`"))?;
+            let child = command
+                .spawn()
+                .with_context(|| format!("starting agent `{name}`"))?;
             children.push(LocalAgent { name, child, log });
         }
         Ok(Self { children })
@@ -93,7 +96,10 @@ impl LocalAgents {
             for agent in &mut self.children {
                 if let Some(status) = agent.child.try_wait()? {
                     let tail = agent.log_tail();
-                    anyhow::bail!("agent `{}` exited ({status}) before joining{tail}", agent.name);
+                    anyhow::bail!(
+                        "agent `{}` exited ({status}) before joining{tail}",
+                        agent.name
+                    );
                 }
             }
             let joined = client.agents().await?.len();
@@ -130,7 +136,10 @@ impl LocalAgents {
         let deadline = Instant::now() + STOP_GRACE;
         for agent in &mut self.children {
             let remaining = deadline.saturating_duration_since(Instant::now());
-            if tokio::time::timeout(remaining, agent.child.wait()).await.is_err() {
+            if tokio::time::timeout(remaining, agent.child.wait())
+                .await
+                .is_err()
+            {
                 tracing::warn!(agent = %agent.name, "agent did not stop in time; killing it");
                 let _ = agent.child.kill().await;
             }
@@ -151,7 +160,10 @@ impl LocalAgent {
 }
 
 /// Makes the child die with this process, even when this process is killed.
-#[expect(unsafe_code, reason = "pre_exec is the only way to set PR_SET_PDEATHSIG in the child")]
+#[expect(
+    unsafe_code,
+    reason = "pre_exec is the only way to set PR_SET_PDEATHSIG in the child"
+)]
 fn die_with_parent(command: &mut Command) {
     let parent = std::process::id();
     // SAFETY: the closure runs in the forked child before exec and calls only prctl and
@@ -200,14 +212,23 @@ impl LocalFarm {
         let mut config = ManagerConfig::new(root.join("manager"));
         config.listen = "127.0.0.1:0".parse()?;
         config.password = Some(password.clone());
-        let manager = fleet_manager::start(config).await.context("starting the local manager")?;
+        let manager = fleet_manager::start(config)
+            .await
+            .context("starting the local manager")?;
         let settings = ConnectionSettings {
             url: manager.url(),
             user: manager.user.clone(),
             password,
             ca_fingerprint: manager.fingerprint,
         };
-        let agents = LocalAgents::spawn(&manager, count, threads, blender, &root.join("agents"), true)?;
+        let agents = LocalAgents::spawn(
+            &manager,
+            count,
+            threads,
+            blender,
+            &root.join("agents"),
+            true,
+        )?;
         Ok(Self {
             manager,
             agents,

@@ -25,7 +25,10 @@ pub async fn jobs(remote: &RemoteArgs) -> anyhow::Result<ExitCode> {
                 job.frame_range.to_string(),
                 job.samples_done,
                 job.samples_total,
-                job.error.as_deref().map(|e| format!("  {e}")).unwrap_or_default()
+                job.error
+                    .as_deref()
+                    .map(|e| format!("  {e}"))
+                    .unwrap_or_default()
             ));
         }
     }
@@ -39,11 +42,19 @@ pub async fn status(job: JobId, remote: &RemoteArgs) -> anyhow::Result<ExitCode>
         return Ok(ExitCode::SUCCESS);
     }
     let summary = &status.summary;
-    output::line(format!("job {} `{}`: {}", summary.id, summary.name, summary.state.as_str()));
+    output::line(format!(
+        "job {} `{}`: {}",
+        summary.id,
+        summary.name,
+        summary.state.as_str()
+    ));
     if let Some(error) = &summary.error {
         output::line(format!("  error: {error}"));
     }
-    output::line(format!("  samples: {}/{}", summary.samples_done, summary.samples_total));
+    output::line(format!(
+        "  samples: {}/{}",
+        summary.samples_done, summary.samples_total
+    ));
     output::line(format!("  agents: {}", status.agents.join(", ")));
     for frame in &status.frames {
         output::line(format!(

@@ -89,7 +89,10 @@ fn print_welcome(manager: &RunningManager) -> anyhow::Result<()> {
             "  password:       unchanged (set {ENV_PASSWORD} when starting to replace it)"
         )),
     }
-    output::line(format!("  connection:     {}", settings.connection_string()?));
+    output::line(format!(
+        "  connection:     {}",
+        settings.connection_string()?
+    ));
     output::line(format!(
         "  agents join with: BLENDFLEET_JOIN_TOKEN={} blendfleet agent --manager {} --ca-fingerprint {}",
         manager.join_token.expose(),

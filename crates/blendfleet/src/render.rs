@@ -39,7 +39,15 @@ struct FrameFiles {
 
 pub async fn render(args: RenderArgs) -> anyhow::Result<ExitCode> {
     let remote = connection::configured(&args.remote)?;
-    run(&args.file, &args.job, &args.farm, &args.output, remote, args.remote.json).await
+    run(
+        &args.file,
+        &args.job,
+        &args.farm,
+        &args.output,
+        remote,
+        args.remote.json,
+    )
+    .await
 }
 
 pub async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
@@ -78,11 +86,19 @@ async fn run(
             if !json {
                 output::line(format!("starting a local farm with {} agents", farm.agents));
             }
-            let mut local =
-                LocalFarm::start(farm.agents, farm.agent_threads, farm.blender.as_deref(), farm.state_dir.as_deref())
-                    .await?;
+            let mut local = LocalFarm::start(
+                farm.agents,
+                farm.agent_threads,
+                farm.blender.as_deref(),
+                farm.state_dir.as_deref(),
+            )
+            .await?;
             let client = Client::new(&local.settings)?;
-            if let Err(error) = local.agents.wait_joined(&client, Duration::from_secs(120)).await {
+            if let Err(error) = local
+                .agents
+                .wait_joined(&client, Duration::from_secs(120))
+                .await
+            {
                 local.stop().await;
                 return Err(error);
             }
@@ -92,7 +108,10 @@ async fn run(
     let started = Instant::now();
     let result = submit_and_follow(&client, &spec, &spec_files, output_dir, json).await;
     if let Some(local) = local {
-        if result.as_ref().map_or(true, |summary| summary.state != JobState::Done) {
+        if result
+            .as_ref()
+            .map_or(true, |summary| summary.state != JobState::Done)
+        {
             for (name, log) in local.agents.logs() {
                 if let Some(log) = log {
                     tracing::warn!(agent = %name, log = %log.display(), "agent log");
@@ -131,14 +150,22 @@ async fn inspect(file: &Path, blender: Option<&Path>) -> anyhow::Result<Option<S
 
 /// The files to upload: the .blend and the dependencies that live beside it, keyed by their
 /// path relative to the .blend's directory.
-fn project_files(file: &Path, scene: Option<&SceneInfo>) -> anyhow::Result<BTreeMap<String, PathBuf>> {
-    let root = file.parent().context("the .blend has no parent directory")?;
+fn project_files(
+    file: &Path,
+    scene: Option<&SceneInfo>,
+) -> anyhow::Result<BTreeMap<String, PathBuf>> {
+    let root = file
+        .parent()
+        .context("the .blend has no parent directory")?;
     let name = file
         .file_name()
         .and_then(|name| name.to_str())
         .context("the .blend's name is not UTF-8")?;
     let mut files = BTreeMap::from([(name.to_owned(), file.to_owned())]);
-    for dependency in scene.map(|scene| scene.dependencies.as_slice()).unwrap_or_default() {
+    for dependency in scene
+        .map(|scene| scene.dependencies.as_slice())
+        .unwrap_or_default()
+    {
         let relative = dependency
             .strip_prefix(root)
             .ok()
@@ -228,7 +255,17 @@ async fn submit_and_follow(
         progress.update(&status);
         for frame in &status.frames {
             if frame.state == FrameState::Done && fetched_frames.insert(frame.frame) {
-                fetched.push(fetch_frame(client, id, frame.frame, &name, spec.output_format, output_dir).await?);
+                fetched.push(
+                    fetch_frame(
+                        client,
+                        id,
+                        frame.frame,
+                        &name,
+                        spec.output_format,
+                        output_dir,
+                    )
+                    .await?,
+                );
                 progress.frame_saved(frame.frame, &fetched[fetched.len() - 1].exr);
             }
         }
@@ -301,7 +338,11 @@ fn report(summary: &Summary, json: bool) -> anyhow::Result<()> {
             summary.seconds,
             summary.frames.len()
         )),
-        Some(error) => output::line(format!("job {} {}: {error}", summary.job, summary.state.as_str())),
+        Some(error) => output::line(format!(
+            "job {} {}: {error}",
+            summary.job,
+            summary.state.as_str()
+        )),
     }
     Ok(())
 }

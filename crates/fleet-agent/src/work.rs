@@ -1,6 +1,5 @@
 //! The agent's main loop: join, lease, prepare, render with heartbeats, upload.
 
-
 use std::time::{Duration, Instant};
 
 use fleet_blender::{ChunkRequest, Worker, WorkerOptions};
@@ -73,7 +72,9 @@ async fn join(
                 tracing::info!(agent = %answer.agent_id, manager = %client.url(), blender = blender_version, "joined");
                 return Ok(());
             }
-            Err(error) => wait_for_manager(&error, &mut unreachable_since, config, shutdown).await?,
+            Err(error) => {
+                wait_for_manager(&error, &mut unreachable_since, config, shutdown).await?
+            }
         }
     }
 }
@@ -127,7 +128,10 @@ async fn work_on(
     let root = match work.prepare_job(client, lease.job_id, &lease.files).await {
         Ok(root) => root,
         Err(error) => {
-            let message = format!("the agent could not fetch the project files: {}", chain(&error));
+            let message = format!(
+                "the agent could not fetch the project files: {}",
+                chain(&error)
+            );
             let _ = client.fail(lease.lease_id, &message).await;
             return Err(error);
         }
@@ -146,9 +150,10 @@ async fn work_on(
     let rendered = render_with_heartbeats(client, config, worker, lease, &request, shutdown).await;
     let result = match rendered {
         Rendered::Done(samples) => upload(client, lease, samples, &output).await,
-        Rendered::Failed(message) => {
-            client.fail(lease.lease_id, &message).await.map_err(AgentError::from)
-        }
+        Rendered::Failed(message) => client
+            .fail(lease.lease_id, &message)
+            .await
+            .map_err(AgentError::from),
         Rendered::Abandoned(reason) => {
             tracing::info!(lease = %lease.lease_id, reason, "chunk abandoned");
             Ok(())
@@ -260,7 +265,13 @@ fn blender_message(error: &fleet_blender::BlenderError) -> String {
     let mut message = error.to_string();
     let tail = error.output_tail();
     if !tail.is_empty() && !message.contains('\n') {
-        let shown: Vec<&str> = tail.iter().rev().take(5).rev().map(String::as_str).collect();
+        let shown: Vec<&str> = tail
+            .iter()
+            .rev()
+            .take(5)
+            .rev()
+            .map(String::as_str)
+            .collect();
         message.push_str("\nBlender's last output:\n");
         message.push_str(&shown.join("\n"));
     }

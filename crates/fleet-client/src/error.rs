@@ -67,8 +67,12 @@ impl ClientError {
     /// Turns a transport error into the most helpful variant.
     pub(crate) fn transport(url: &str, error: &reqwest::Error) -> Self {
         let detail = chain(error);
-        if let Some(start) = detail.find("the manager's certificate authority is not the pinned one") {
-            let end = detail[start..].find(')').map_or(detail.len(), |offset| start + offset + 1);
+        if let Some(start) =
+            detail.find("the manager's certificate authority is not the pinned one")
+        {
+            let end = detail[start..]
+                .find(')')
+                .map_or(detail.len(), |offset| start + offset + 1);
             return Self::PinMismatch(detail[start..end].to_owned());
         }
         Self::Connect {

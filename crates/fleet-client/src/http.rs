@@ -53,7 +53,10 @@ pub(crate) fn base_url(url: &str) -> Result<String, ClientError> {
     } else {
         host.to_owned()
     };
-    let port = parsed.port().map(|port| format!(":{port}")).unwrap_or_default();
+    let port = parsed
+        .port()
+        .map(|port| format!(":{port}"))
+        .unwrap_or_default();
     Ok(format!("https://{host}{port}"))
 }
 
@@ -153,9 +156,15 @@ mod tests {
 
     #[test]
     fn base_url_forms() {
-        assert_eq!(base_url("127.0.0.1:8443").unwrap(), "https://127.0.0.1:8443");
+        assert_eq!(
+            base_url("127.0.0.1:8443").unwrap(),
+            "https://127.0.0.1:8443"
+        );
         assert_eq!(base_url("https://h:1/").unwrap(), "https://h:1");
-        assert!(base_url("http://h:1").unwrap_err().to_string().contains("https"));
+        assert!(base_url("http://h:1")
+            .unwrap_err()
+            .to_string()
+            .contains("https"));
         assert!(base_url("https://").is_err());
         assert_eq!(base_url("https://[::1]:9/x").unwrap(), "https://[::1]:9");
     }

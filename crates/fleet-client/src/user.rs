@@ -56,7 +56,10 @@ impl ConnectionSettings {
             return Err(bad("it names no user (`https://USER@HOST:PORT/#ca=…`)"));
         }
         let host = url.host_str().ok_or_else(|| bad("it names no host"))?;
-        let port = url.port().map(|port| format!(":{port}")).unwrap_or_default();
+        let port = url
+            .port()
+            .map(|port| format!(":{port}"))
+            .unwrap_or_default();
         Ok(Self {
             url: http::base_url(&format!("{}://{host}{port}", url.scheme()))?,
             user: url.username().to_owned(),
@@ -98,11 +101,13 @@ impl Client {
     }
 
     fn get(&self, path: &str) -> reqwest::RequestBuilder {
-        self.request(reqwest::Method::GET, path).timeout(CALL_TIMEOUT)
+        self.request(reqwest::Method::GET, path)
+            .timeout(CALL_TIMEOUT)
     }
 
     fn post(&self, path: &str) -> reqwest::RequestBuilder {
-        self.request(reqwest::Method::POST, path).timeout(CALL_TIMEOUT)
+        self.request(reqwest::Method::POST, path)
+            .timeout(CALL_TIMEOUT)
     }
 
     /// Who answers, and how many agents are online.
@@ -219,7 +224,10 @@ mod tests {
             ca_fingerprint: Fingerprint::of_der(b"ca"),
         };
         let text = settings.connection_string().unwrap();
-        assert!(text.starts_with("https://admin@10.0.0.5:8443/#ca=sha256:"), "{text}");
+        assert!(
+            text.starts_with("https://admin@10.0.0.5:8443/#ca=sha256:"),
+            "{text}"
+        );
         assert!(!text.contains("pw"));
         let parsed = ConnectionSettings::from_connection_string(&text, Secret::new("pw")).unwrap();
         assert_eq!(parsed.url, "https://10.0.0.5:8443");

@@ -41,7 +41,12 @@ impl Credentials {
 
     /// Serialises as `user:salt_hex:hash_hex` for the settings table.
     pub fn to_setting(&self) -> String {
-        format!("{}:{}:{}", self.user, hex::encode(self.salt), hex::encode(self.hash))
+        format!(
+            "{}:{}:{}",
+            self.user,
+            hex::encode(self.salt),
+            hex::encode(self.hash)
+        )
     }
 
     /// Parses [`Credentials::to_setting`] output.
@@ -107,7 +112,8 @@ mod tests {
     use super::*;
 
     fn header(user: &str, password: &str) -> String {
-        let encoded = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+        let encoded =
+            base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
         format!("Basic {encoded}")
     }
 

@@ -29,7 +29,10 @@ pub enum BlobError {
     #[error(transparent)]
     Body(#[from] BodyError),
     #[error("the uploaded bytes hash to `{actual}`, not `{expected}`")]
-    HashMismatch { expected: BlobHash, actual: BlobHash },
+    HashMismatch {
+        expected: BlobHash,
+        actual: BlobHash,
+    },
 }
 
 /// Files stored under their SHA-256: `root/ab/abcdef…`.
@@ -129,7 +132,12 @@ mod tests {
     use super::*;
 
     fn stream(parts: &[&'static [u8]]) -> impl Stream<Item = Result<Bytes, String>> + Unpin {
-        futures_util::stream::iter(parts.iter().map(|part| Ok(Bytes::from_static(part))).collect::<Vec<_>>())
+        futures_util::stream::iter(
+            parts
+                .iter()
+                .map(|part| Ok(Bytes::from_static(part)))
+                .collect::<Vec<_>>(),
+        )
     }
 
     fn sha(bytes: &[u8]) -> BlobHash {
@@ -142,7 +150,10 @@ mod tests {
         let store = BlobStore::new(dir.path().to_owned()).unwrap();
         let hash = sha(b"hello world");
         assert!(!store.contains(&hash));
-        store.put(&hash, stream(&[b"hello ", b"world"]), 100).await.unwrap();
+        store
+            .put(&hash, stream(&[b"hello ", b"world"]), 100)
+            .await
+            .unwrap();
         assert!(store.contains(&hash));
         assert_eq!(std::fs::read(store.path(&hash)).unwrap(), b"hello world");
     }
@@ -152,12 +163,23 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = BlobStore::new(dir.path().to_owned()).unwrap();
         let hash = sha(b"expected");
-        let error = store.put(&hash, stream(&[b"other"]), 100).await.unwrap_err();
+        let error = store
+            .put(&hash, stream(&[b"other"]), 100)
+            .await
+            .unwrap_err();
         assert!(matches!(error, BlobError::HashMismatch { .. }), "{error}");
-        let error = store.put(&hash, stream(&[b"expe", b"cted"]), 5).await.unwrap_err();
-        assert!(matches!(error, BlobError::Body(BodyError::TooLarge { limit: 5 })), "{error}");
+        let error = store
+            .put(&hash, stream(&[b"expe", b"cted"]), 5)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(error, BlobError::Body(BodyError::TooLarge { limit: 5 })),
+            "{error}"
+        );
         assert!(!store.contains(&hash));
-        let leftovers = std::fs::read_dir(dir.path().join("incoming")).unwrap().count();
+        let leftovers = std::fs::read_dir(dir.path().join("incoming"))
+            .unwrap()
+            .count();
         assert_eq!(leftovers, 0);
     }
 }

@@ -57,7 +57,9 @@ impl Frames {
     }
 
     fn frame_dir(&self, job: JobId, frame: i32) -> PathBuf {
-        self.root.join(job.to_string()).join(format!("frame_{frame}"))
+        self.root
+            .join(job.to_string())
+            .join(format!("frame_{frame}"))
     }
 
     /// The merged multilayer EXR of a finished frame.
@@ -98,9 +100,11 @@ impl Frames {
         let _guard = lock.lock().await;
         let dir = self.frame_dir(job, frame);
         let preview = self.preview_png(job, frame);
-        tokio::task::spawn_blocking(move || fold_blocking(&dir, &partial, chunk, resolution, &preview))
-            .await
-            .map_err(|error| FoldError::Internal(Box::new(error)))?
+        tokio::task::spawn_blocking(move || {
+            fold_blocking(&dir, &partial, chunk, resolution, &preview)
+        })
+        .await
+        .map_err(|error| FoldError::Internal(Box::new(error)))?
     }
 
     /// Writes a complete frame's results: the merged EXR, and the PNG when asked for.
@@ -120,7 +124,8 @@ impl Frames {
             let accumulator = Accumulator::open(&dir.join("acc")).map_err(internal)?;
             write_atomically(&exr, |path| accumulator.write_exr(path)).map_err(internal)?;
             if format == OutputFormat::Png {
-                write_atomically(&png, |path| accumulator.write_png(path, None)).map_err(internal)?;
+                write_atomically(&png, |path| accumulator.write_png(path, None))
+                    .map_err(internal)?;
             }
             Ok(())
         })
@@ -158,8 +163,10 @@ fn fold_blocking(
     };
     fleet_merge::validate_partial(partial, accumulator.layout()).map_err(rejected)?;
     let outcome = accumulator.fold(partial, chunk).map_err(internal)?;
-    write_atomically(preview, |path| accumulator.write_png(path, Some(PREVIEW_MAX_SIDE)))
-        .map_err(internal)?;
+    write_atomically(preview, |path| {
+        accumulator.write_png(path, Some(PREVIEW_MAX_SIDE))
+    })
+    .map_err(internal)?;
     Ok(outcome)
 }
 

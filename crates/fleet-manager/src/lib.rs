@@ -120,7 +120,11 @@ impl RunningManager {
         } else {
             self.address.ip().to_string()
         };
-        let host = if host.contains(':') { format!("[{host}]") } else { host };
+        let host = if host.contains(':') {
+            format!("[{host}]")
+        } else {
+            host
+        };
         format!("https://{host}:{}", self.address.port())
     }
 
@@ -142,7 +146,8 @@ impl RunningManager {
 pub async fn start(config: ManagerConfig) -> Result<RunningManager, StartError> {
     let state_dir = &config.state_dir;
     create_private_dir(state_dir)?;
-    let (ca, created) = CertificateAuthority::load_or_create(&state_dir.join("tls"), "BlendFleet CA")?;
+    let (ca, created) =
+        CertificateAuthority::load_or_create(&state_dir.join("tls"), "BlendFleet CA")?;
     if created {
         tracing::info!(fingerprint = %ca.fingerprint(), "generated a new certificate authority");
     }
@@ -236,7 +241,11 @@ fn credentials(
 
 /// The names the server certificate is valid for.
 fn server_names(address: SocketAddr, public: &[String]) -> Vec<String> {
-    let mut names = vec!["localhost".to_owned(), "127.0.0.1".to_owned(), "::1".to_owned()];
+    let mut names = vec![
+        "localhost".to_owned(),
+        "127.0.0.1".to_owned(),
+        "::1".to_owned(),
+    ];
     if !address.ip().is_unspecified() {
         names.push(address.ip().to_string());
     }

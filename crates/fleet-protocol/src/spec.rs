@@ -311,7 +311,9 @@ impl JobSpec {
             )));
         }
         if step == 0 || step > 2 * MAX_FRAME.unsigned_abs() {
-            return Err(SpecError::Frames(format!("step must be at least 1, got {step}")));
+            return Err(SpecError::Frames(format!(
+                "step must be at least 1, got {step}"
+            )));
         }
         if self.frames.count() > u64::from(MAX_FRAMES_PER_JOB) {
             return Err(SpecError::Frames(format!(
@@ -481,10 +483,7 @@ mod tests {
     fn main_file_must_be_listed_blend() {
         let mut bad = spec();
         bad.main_file = "other.blend".into();
-        assert!(matches!(
-            bad.validate(),
-            Err(SpecError::MainFileMissing(_))
-        ));
+        assert!(matches!(bad.validate(), Err(SpecError::MainFileMissing(_))));
         let mut bad = spec();
         bad.files.insert("tex.png".into(), hash());
         bad.main_file = "tex.png".into();
@@ -509,7 +508,10 @@ mod tests {
         ] {
             assert!(validate_relative_path(path).is_err(), "{path:?} accepted");
         }
-        assert_eq!(validate_relative_path("tex/wood.png").unwrap(), "tex/wood.png");
+        assert_eq!(
+            validate_relative_path("tex/wood.png").unwrap(),
+            "tex/wood.png"
+        );
         assert_eq!(validate_relative_path("a..b/c").unwrap(), "a..b/c");
     }
 

@@ -120,8 +120,8 @@ impl CertificateAuthority {
         let key = KeyPair::from_pem(&key_pem).map_err(|_| invalid(key_path, "private key"))?;
         let issuer = Issuer::from_ca_cert_pem(&cert_pem, key)
             .map_err(|_| invalid(cert_path, "CA certificate"))?;
-        let cert_der = first_certificate_der(&cert_pem)
-            .ok_or_else(|| invalid(cert_path, "CA certificate"))?;
+        let cert_der =
+            first_certificate_der(&cert_pem).ok_or_else(|| invalid(cert_path, "CA certificate"))?;
         Ok(Self {
             cert_der,
             cert_pem,

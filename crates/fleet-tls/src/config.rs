@@ -4,7 +4,9 @@ use std::sync::Arc;
 
 use rustls::{ClientConfig, ServerConfig};
 
-use crate::{crypto_provider, CertificateAuthority, Fingerprint, IssuedCertificate, PinnedVerifier, TlsError};
+use crate::{
+    crypto_provider, CertificateAuthority, Fingerprint, IssuedCertificate, PinnedVerifier, TlsError,
+};
 
 /// TLS 1.3 and 1.2 only, as rustls allows by default.
 static VERSIONS: &[&rustls::SupportedProtocolVersion] =

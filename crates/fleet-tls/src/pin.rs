@@ -48,11 +48,10 @@ impl PinnedVerifier {
     }
 
     fn mismatch(&self, chain: &[CertificateDer<'_>]) -> rustls::Error {
-        let presented = chain
-            .last()
-            .map_or_else(|| "no CA certificate".to_owned(), |cert| {
-                Fingerprint::of_der(cert).to_string()
-            });
+        let presented = chain.last().map_or_else(
+            || "no CA certificate".to_owned(),
+            |cert| Fingerprint::of_der(cert).to_string(),
+        );
         rustls::Error::InvalidCertificate(CertificateError::Other(OtherError(Arc::new(
             PinMismatch {
                 pinned: self.pin,

@@ -47,8 +47,18 @@ async fn connect(
 async fn pinned_client_connects_by_ip_and_name() {
     let ca = CertificateAuthority::generate("farm").unwrap();
     let address = serve_once(&ca, &["127.0.0.1", "localhost"]).await;
-    assert_eq!(connect(address, ca.fingerprint(), "127.0.0.1").await.unwrap(), "hello");
-    assert_eq!(connect(address, ca.fingerprint(), "localhost").await.unwrap(), "hello");
+    assert_eq!(
+        connect(address, ca.fingerprint(), "127.0.0.1")
+            .await
+            .unwrap(),
+        "hello"
+    );
+    assert_eq!(
+        connect(address, ca.fingerprint(), "localhost")
+            .await
+            .unwrap(),
+        "hello"
+    );
 }
 
 #[tokio::test]
@@ -95,5 +105,7 @@ async fn a_server_signed_by_another_ca_carrying_the_pinned_ca_in_its_chain_is_re
         let (stream, _) = listener.accept().await.unwrap();
         let _ = acceptor.accept(stream).await;
     });
-    assert!(connect(address, real.fingerprint(), "127.0.0.1").await.is_err());
+    assert!(connect(address, real.fingerprint(), "127.0.0.1")
+        .await
+        .is_err());
 }

@@ -135,7 +135,11 @@ async fn resident_worker_renders_chunks(v: Variant) {
         }
         // The header holds the configured `samples`: the chunk's count in 3.x, the frame's
         // total in 4.x (which renders a subset of `samples`).
-        let configured = if v.version.starts_with("3.") { count } else { 24 };
+        let configured = if v.version.starts_with("3.") {
+            count
+        } else {
+            24
+        };
         assert_eq!(
             info.samples.as_deref(),
             Some(configured.to_string().as_str())

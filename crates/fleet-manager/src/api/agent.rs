@@ -9,8 +9,8 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use fleet_merge::{ChunkInfo, FoldOutcome};
 use fleet_protocol::{
-    AgentInfo, BlobHash, ErrorCode, FailRequest, HeartbeatRequest, HeartbeatResponse,
-    JoinRequest, JoinResponse, Lease, LeaseId, LeaseRequest, UploadResponse,
+    AgentInfo, BlobHash, ErrorCode, FailRequest, HeartbeatRequest, HeartbeatResponse, JoinRequest,
+    JoinResponse, Lease, LeaseId, LeaseRequest, UploadResponse,
 };
 use serde::Deserialize;
 
@@ -26,7 +26,10 @@ use crate::store::{now_ms, UploadTarget};
 /// The longest an agent name may be.
 const MAX_NAME_LEN: usize = 100;
 
-pub async fn list(_user: User, State(state): State<AppState>) -> Result<Json<Vec<AgentInfo>>, ApiError> {
+pub async fn list(
+    _user: User,
+    State(state): State<AppState>,
+) -> Result<Json<Vec<AgentInfo>>, ApiError> {
     let agents = state
         .store
         .list_agents(now_ms(), state.limits.lease_timeout_ms())?;
@@ -42,7 +45,8 @@ pub async fn join(
         return Err(ApiError::unauthorized("wrong join credential"));
     }
     let name = request.name.trim();
-    if name.is_empty() || name.chars().count() > MAX_NAME_LEN || name.chars().any(char::is_control) {
+    if name.is_empty() || name.chars().count() > MAX_NAME_LEN || name.chars().any(char::is_control)
+    {
         return Err(ApiError::bad_request(format!(
             "agent name must be 1 to {MAX_NAME_LEN} printable characters"
         )));
@@ -150,9 +154,24 @@ pub async fn upload(
         )));
     }
     let incoming = state.frames.incoming_dir().join(unique_name("partial"));
-    let written = write_stream(&incoming, body.into_data_stream(), state.limits.max_result_bytes).await;
+    let written = write_stream(
+        &incoming,
+        body.into_data_stream(),
+        state.limits.max_result_bytes,
+    )
+    .await;
     let result = match written {
-        Ok(_) => merge_upload(&state, agent, lease, &target, query.samples, incoming.clone()).await,
+        Ok(_) => {
+            merge_upload(
+                &state,
+                agent,
+                lease,
+                &target,
+                query.samples,
+                incoming.clone(),
+            )
+            .await
+        }
         Err(error) => Err(body_error(&error)),
     };
     let _ = tokio::fs::remove_file(&incoming).await;
@@ -185,7 +204,13 @@ async fn merge_upload(
         Err(FoldError::Rejected(reason)) => {
             tracing::warn!(agent = %agent, lease = %lease, %reason, "rejected a partial render");
             let message = format!("rejected partial render: {reason}");
-            let failed = state.store.fail_lease(lease, agent, &message, now_ms(), state.limits.max_attempts)?;
+            let failed = state.store.fail_lease(
+                lease,
+                agent,
+                &message,
+                now_ms(),
+                state.limits.max_attempts,
+            )?;
             if failed != FailOutcome::Gone {
                 state.work.notify_waiters();
             }
@@ -222,9 +247,10 @@ pub async fn fail(
     ApiJson(request): ApiJson<FailRequest>,
 ) -> Result<StatusCode, ApiError> {
     let message: String = request.message.chars().take(4000).collect();
-    let outcome = state
-        .store
-        .fail_lease(lease, agent, &message, now_ms(), state.limits.max_attempts)?;
+    let outcome =
+        state
+            .store
+            .fail_lease(lease, agent, &message, now_ms(), state.limits.max_attempts)?;
     match outcome {
         FailOutcome::Gone => Err(lease_gone(lease)),
         FailOutcome::Requeued => {

@@ -44,7 +44,11 @@ pub async fn upload(
     // The body is read and checked even when the blob exists: answering before the
     // client has sent it would break its connection mid-upload.
     let stream = body.into_data_stream();
-    match state.blobs.put(&hash, stream, state.limits.max_blob_bytes).await {
+    match state
+        .blobs
+        .put(&hash, stream, state.limits.max_blob_bytes)
+        .await
+    {
         Ok(()) => Ok(StatusCode::CREATED),
         Err(BlobError::HashMismatch { .. }) => Err(ApiError::new(
             ErrorCode::Unprocessable,

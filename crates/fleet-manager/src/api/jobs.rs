@@ -23,7 +23,11 @@ pub async fn create(
 ) -> Result<(StatusCode, Json<CreateJobResponse>), ApiError> {
     spec.validate()
         .map_err(|error| ApiError::bad_request(format!("invalid task spec: {error}")))?;
-    if let Some((path, hash)) = spec.files.iter().find(|(_, hash)| !state.blobs.contains(hash)) {
+    if let Some((path, hash)) = spec
+        .files
+        .iter()
+        .find(|(_, hash)| !state.blobs.contains(hash))
+    {
         return Err(ApiError::bad_request(format!(
             "file `{path}` (hash `{hash}`) has not been uploaded"
         )));

@@ -92,19 +92,30 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/blobs/{hash}", put(blobs::upload))
         .route(
             paths::JOBS,
-            get(jobs::list).post(jobs::create).layer(DefaultBodyLimit::max(spec_limit)),
+            get(jobs::list)
+                .post(jobs::create)
+                .layer(DefaultBodyLimit::max(spec_limit)),
         )
         .route("/api/v1/jobs/{id}", get(jobs::status).delete(jobs::delete))
         .route("/api/v1/jobs/{id}/start", post(jobs::start))
         .route("/api/v1/jobs/{id}/cancel", post(jobs::cancel))
         .route("/api/v1/jobs/{id}/frames/{frame}/exr", get(results::exr))
-        .route("/api/v1/jobs/{id}/frames/{frame}/image", get(results::image))
-        .route("/api/v1/jobs/{id}/frames/{frame}/preview", get(results::preview))
+        .route(
+            "/api/v1/jobs/{id}/frames/{frame}/image",
+            get(results::image),
+        )
+        .route(
+            "/api/v1/jobs/{id}/frames/{frame}/preview",
+            get(results::preview),
+        )
         .route(paths::AGENTS, get(agent::list));
     let agents = Router::new()
         .route(paths::AGENT_JOIN, post(agent::join))
         .route(paths::AGENT_LEASE, post(agent::lease))
-        .route("/api/v1/agent/leases/{id}/heartbeat", post(agent::heartbeat))
+        .route(
+            "/api/v1/agent/leases/{id}/heartbeat",
+            post(agent::heartbeat),
+        )
         .route("/api/v1/agent/leases/{id}/result", put(agent::upload))
         .route("/api/v1/agent/leases/{id}/fail", post(agent::fail))
         .route("/api/v1/agent/blobs/{hash}", get(agent::blob));
@@ -115,7 +126,10 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-async fn info(_user: extract::User, state: axum::extract::State<AppState>) -> Result<axum::Json<ServerInfo>, ApiError> {
+async fn info(
+    _user: extract::User,
+    state: axum::extract::State<AppState>,
+) -> Result<axum::Json<ServerInfo>, ApiError> {
     let now = crate::store::now_ms();
     let lost_after = state.limits.lease_timeout_ms();
     let online = state

@@ -95,7 +95,10 @@ pub async fn serve(path: &Path, content_type: &'static str) -> Result<Response, 
         .await
         .map_err(|error| ApiError::internal(&error))?
         .len();
-    let body = Body::from_stream(tokio_util::io::ReaderStream::with_capacity(file, 256 * 1024));
+    let body = Body::from_stream(tokio_util::io::ReaderStream::with_capacity(
+        file,
+        256 * 1024,
+    ));
     Ok((
         [
             (header::CONTENT_TYPE, content_type.to_owned()),

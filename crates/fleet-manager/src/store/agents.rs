@@ -75,7 +75,9 @@ impl Store {
     pub fn agent_name(&self, id: AgentId) -> Result<Option<String>, StoreError> {
         let connection = self.lock();
         Ok(connection
-            .query_row("SELECT name FROM agents WHERE id = ?1", [id.0], |row| row.get(0))
+            .query_row("SELECT name FROM agents WHERE id = ?1", [id.0], |row| {
+                row.get(0)
+            })
             .optional()?)
     }
 }
@@ -87,7 +89,9 @@ mod tests {
     #[test]
     fn agents_are_found_by_secret_and_go_lost() {
         let store = Store::in_memory().unwrap();
-        let id = store.add_agent("render-1", "h1", 2, "3.4.1", 1_000).unwrap();
+        let id = store
+            .add_agent("render-1", "h1", 2, "3.4.1", 1_000)
+            .unwrap();
         assert_eq!(store.touch_agent("h1", 2_000).unwrap(), Some(id));
         assert_eq!(store.touch_agent("nope", 2_000).unwrap(), None);
         let agents = store.list_agents(3_000, 5_000).unwrap();

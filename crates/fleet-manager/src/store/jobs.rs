@@ -90,7 +90,9 @@ impl Store {
     pub fn job_spec(&self, id: JobId) -> Result<Option<JobSpec>, StoreError> {
         let connection = self.lock();
         let text: Option<String> = connection
-            .query_row("SELECT spec FROM jobs WHERE id = ?1", [id.0], |row| row.get(0))
+            .query_row("SELECT spec FROM jobs WHERE id = ?1", [id.0], |row| {
+                row.get(0)
+            })
             .optional()?;
         Ok(text.map(|text| serde_json::from_str(&text)).transpose()?)
     }
@@ -98,10 +100,13 @@ impl Store {
     /// All jobs, newest first.
     pub fn list_jobs(&self) -> Result<Vec<JobSummary>, StoreError> {
         let connection = self.lock();
-        let mut query =
-            connection.prepare(&format!("SELECT {SUMMARY_COLUMNS} FROM jobs j ORDER BY j.id DESC"))?;
+        let mut query = connection.prepare(&format!(
+            "SELECT {SUMMARY_COLUMNS} FROM jobs j ORDER BY j.id DESC"
+        ))?;
         let rows = query.query_map([], summary_from_row)?;
-        Ok(rows.map(|row| row.map(|(summary, _, _)| summary)).collect::<Result<_, _>>()?)
+        Ok(rows
+            .map(|row| row.map(|(summary, _, _)| summary))
+            .collect::<Result<_, _>>()?)
     }
 
     /// Everything about one job.
@@ -185,10 +190,11 @@ impl Store {
         let mut connection = self.lock();
         let transaction = connection.transaction()?;
         transaction.execute("UPDATE frames SET state = 'done' WHERE id = ?1", [frame_id])?;
-        let job_id: i64 =
-            transaction.query_row("SELECT job_id FROM frames WHERE id = ?1", [frame_id], |row| {
-                row.get(0)
-            })?;
+        let job_id: i64 = transaction.query_row(
+            "SELECT job_id FROM frames WHERE id = ?1",
+            [frame_id],
+            |row| row.get(0),
+        )?;
         let remaining: i64 = transaction.query_row(
             "SELECT COUNT(*) FROM frames WHERE job_id = ?1 AND state != 'done'",
             [job_id],
@@ -243,7 +249,9 @@ impl Store {
         let mut connection = self.lock();
         let transaction = connection.transaction()?;
         let current: Option<String> = transaction
-            .query_row("SELECT state FROM jobs WHERE id = ?1", [id.0], |row| row.get(0))
+            .query_row("SELECT state FROM jobs WHERE id = ?1", [id.0], |row| {
+                row.get(0)
+            })
             .optional()?;
         let Some(current) = current.and_then(|text| JobState::parse(&text)) else {
             return Ok(JobChange::NotFound);
@@ -309,7 +317,17 @@ mod tests {
     fn create_list_status() {
         let store = Store::in_memory().unwrap();
         let id = store
-            .create_job(&spec(FrameRange { start: 1, end: 5, step: 2 }, 16), 1000)
+            .create_job(
+                &spec(
+                    FrameRange {
+                        start: 1,
+                        end: 5,
+                        step: 2,
+                    },
+                    16,
+                ),
+                1000,
+            )
             .unwrap();
         let jobs = store.list_jobs().unwrap();
         assert_eq!(jobs.len(), 1);
@@ -329,8 +347,14 @@ mod tests {
         created.start = false;
         let id = store.create_job(&created, 0).unwrap();
         assert_eq!(store.list_jobs().unwrap()[0].state, JobState::Created);
-        assert_eq!(store.start_job(id).unwrap(), JobChange::Changed(JobState::Queued));
-        assert_eq!(store.start_job(id).unwrap(), JobChange::Conflict(JobState::Queued));
+        assert_eq!(
+            store.start_job(id).unwrap(),
+            JobChange::Changed(JobState::Queued)
+        );
+        assert_eq!(
+            store.start_job(id).unwrap(),
+            JobChange::Conflict(JobState::Queued)
+        );
         assert_eq!(
             store.cancel_job(id, 5).unwrap(),
             JobChange::Changed(JobState::Cancelled)

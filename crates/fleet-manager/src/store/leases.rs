@@ -110,7 +110,10 @@ impl Store {
                 params![chunk_id, agent.0, now, now + lease_timeout_ms],
             )?;
             let lease_id = transaction.last_insert_rowid();
-            transaction.execute("UPDATE chunks SET state = 'leased' WHERE id = ?1", [chunk_id])?;
+            transaction.execute(
+                "UPDATE chunks SET state = 'leased' WHERE id = ?1",
+                [chunk_id],
+            )?;
             transaction.execute(
                 "UPDATE jobs SET state = 'running', started_at = COALESCE(started_at, ?2)
                  WHERE id = ?1",
@@ -166,7 +169,10 @@ impl Store {
         now: i64,
         lease_timeout_ms: i64,
     ) -> Result<Option<UploadTarget>, StoreError> {
-        if self.heartbeat(lease, agent, now, lease_timeout_ms)?.is_none() {
+        if self
+            .heartbeat(lease, agent, now, lease_timeout_ms)?
+            .is_none()
+        {
             return Ok(None);
         }
         let connection = self.lock();
@@ -278,7 +284,10 @@ impl Store {
         let Some((chunk_id, job_id)) = row else {
             return Ok(FailOutcome::Gone);
         };
-        transaction.execute("UPDATE leases SET state = 'failed' WHERE id = ?1", [lease.0])?;
+        transaction.execute(
+            "UPDATE leases SET state = 'failed' WHERE id = ?1",
+            [lease.0],
+        )?;
         let attempts: u32 = transaction.query_row(
             "UPDATE chunks SET attempts = attempts + 1, last_error = ?2, state = 'queued'
              WHERE id = ?1 RETURNING attempts",
@@ -428,7 +437,17 @@ mod tests {
     fn leases_cover_every_sample_once_in_frame_order() {
         let (store, agents) = store_with_agents(2);
         let job = store
-            .create_job(&spec(FrameRange { start: 1, end: 2, step: 1 }, 20), 0)
+            .create_job(
+                &spec(
+                    FrameRange {
+                        start: 1,
+                        end: 2,
+                        step: 1,
+                    },
+                    20,
+                ),
+                0,
+            )
             .unwrap();
         let mut covered: Vec<(i32, u32, u32)> = Vec::new();
         let mut turn = 0;
@@ -449,29 +468,57 @@ mod tests {
             }
             assert_eq!(next, 20);
         }
-        assert_eq!(store.list_jobs().unwrap()[0].state, fleet_protocol::JobState::Running);
+        assert_eq!(
+            store.list_jobs().unwrap()[0].state,
+            fleet_protocol::JobState::Running
+        );
     }
 
     #[test]
     fn expired_lease_is_requeued_and_handed_to_another_agent() {
         let (store, agents) = store_with_agents(2);
-        store.create_job(&spec(FrameRange::single(1), 8), 0).unwrap();
+        store
+            .create_job(&spec(FrameRange::single(1), 8), 0)
+            .unwrap();
         let first = store.acquire_lease(agents[0], 0, TIMEOUT).unwrap().unwrap();
-        assert_eq!(store.heartbeat(first.lease_id, agents[0], 5_000, TIMEOUT).unwrap(), Some(TIMEOUT));
+        assert_eq!(
+            store
+                .heartbeat(first.lease_id, agents[0], 5_000, TIMEOUT)
+                .unwrap(),
+            Some(TIMEOUT)
+        );
         // Another agent cannot heartbeat someone else's lease.
-        assert_eq!(store.heartbeat(first.lease_id, agents[1], 5_000, TIMEOUT).unwrap(), None);
+        assert_eq!(
+            store
+                .heartbeat(first.lease_id, agents[1], 5_000, TIMEOUT)
+                .unwrap(),
+            None
+        );
         assert_eq!(store.expire_leases(14_000).unwrap(), 0);
         assert_eq!(store.expire_leases(15_001).unwrap(), 1);
-        assert_eq!(store.heartbeat(first.lease_id, agents[0], 15_002, TIMEOUT).unwrap(), None);
-        let again = store.acquire_lease(agents[1], 15_003, TIMEOUT).unwrap().unwrap();
+        assert_eq!(
+            store
+                .heartbeat(first.lease_id, agents[0], 15_002, TIMEOUT)
+                .unwrap(),
+            None
+        );
+        let again = store
+            .acquire_lease(agents[1], 15_003, TIMEOUT)
+            .unwrap()
+            .unwrap();
         assert_eq!(again.chunk_id, first.chunk_id);
-        assert_eq!((again.sample_start, again.sample_count), (first.sample_start, first.sample_count));
+        assert_eq!(
+            (again.sample_start, again.sample_count),
+            (first.sample_start, first.sample_count)
+        );
     }
 
     #[test]
     fn partial_results_requeue_the_remainder_and_duplicates_count_once() {
         let (store, agents) = store_with_agents(1);
-        store.create_job(&spec(FrameRange::single(1), 10), 0).unwrap();
+        store
+            .create_job(&spec(FrameRange::single(1), 10), 0)
+            .unwrap();
         let grant = store.acquire_lease(agents[0], 0, TIMEOUT).unwrap().unwrap();
         let target = store
             .upload_target(grant.lease_id, agents[0], 1, TIMEOUT)
@@ -490,7 +537,9 @@ mod tests {
     #[test]
     fn repeated_failures_fail_the_job_with_the_message() {
         let (store, agents) = store_with_agents(1);
-        let job = store.create_job(&spec(FrameRange::single(1), 4), 0).unwrap();
+        let job = store
+            .create_job(&spec(FrameRange::single(1), 4), 0)
+            .unwrap();
         for attempt in 1..=3 {
             let grant = store.acquire_lease(agents[0], 0, TIMEOUT).unwrap().unwrap();
             let outcome = store
@@ -505,16 +554,29 @@ mod tests {
         let status = store.job_status(job).unwrap().unwrap();
         assert_eq!(status.summary.state, fleet_protocol::JobState::Failed);
         assert!(status.summary.error.unwrap().contains("out of memory"));
-        assert!(store.acquire_lease(agents[0], 2, TIMEOUT).unwrap().is_none());
+        assert!(store
+            .acquire_lease(agents[0], 2, TIMEOUT)
+            .unwrap()
+            .is_none());
     }
 
     #[test]
     fn cancelled_jobs_revoke_leases() {
         let (store, agents) = store_with_agents(1);
-        let job = store.create_job(&spec(FrameRange::single(1), 4), 0).unwrap();
+        let job = store
+            .create_job(&spec(FrameRange::single(1), 4), 0)
+            .unwrap();
         let grant = store.acquire_lease(agents[0], 0, TIMEOUT).unwrap().unwrap();
         store.cancel_job(job, 1).unwrap();
-        assert_eq!(store.heartbeat(grant.lease_id, agents[0], 2, TIMEOUT).unwrap(), None);
-        assert!(store.acquire_lease(agents[0], 2, TIMEOUT).unwrap().is_none());
+        assert_eq!(
+            store
+                .heartbeat(grant.lease_id, agents[0], 2, TIMEOUT)
+                .unwrap(),
+            None
+        );
+        assert!(store
+            .acquire_lease(agents[0], 2, TIMEOUT)
+            .unwrap()
+            .is_none());
     }
 }

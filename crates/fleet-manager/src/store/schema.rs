@@ -64,7 +64,8 @@ CREATE INDEX leases_active ON leases (state, expires_at);
 /// Applies every migration the database has not seen yet.
 pub fn migrate(connection: &Connection) -> rusqlite::Result<()> {
     let version: usize = connection.pragma_query_value(None, "user_version", |row| {
-        row.get::<_, i64>(0).map(|v| usize::try_from(v).unwrap_or(0))
+        row.get::<_, i64>(0)
+            .map(|v| usize::try_from(v).unwrap_or(0))
     })?;
     for (index, sql) in MIGRATIONS.iter().enumerate().skip(version) {
         connection.execute_batch(&format!(

@@ -80,10 +80,18 @@ async fn partials_are_merged_by_sample_weight_into_the_frame_result() {
         let index = planes.names.iter().position(|n| n == name).unwrap();
         planes.planes[index].clone()
     };
-    let expected_r: f64 = chunks.iter().map(|&(s, c)| f64::from(s) * f64::from(c)).sum::<f64>() / 24.0;
+    let expected_r: f64 = chunks
+        .iter()
+        .map(|&(s, c)| f64::from(s) * f64::from(c))
+        .sum::<f64>()
+        / 24.0;
     let red = channel("ViewLayer.Combined.R");
     let depth = channel("ViewLayer.Depth.Z");
-    assert!((f64::from(red[0]) - expected_r).abs() < 1e-4, "{} vs {expected_r}", red[0]);
+    assert!(
+        (f64::from(red[0]) - expected_r).abs() < 1e-4,
+        "{} vs {expected_r}",
+        red[0]
+    );
     assert_eq!(depth[0], 5.0);
 
     let png = farm.path("merged.png");
@@ -127,7 +135,12 @@ async fn bad_partials_are_rejected_and_their_chunk_requeued_until_the_retry_cap(
             .upload_result(lease.lease_id, lease.sample_count, file)
             .await
             .unwrap_err();
-        let ClientError::Api { status, code, message } = error else {
+        let ClientError::Api {
+            status,
+            code,
+            message,
+        } = error
+        else {
             panic!("expected an API error");
         };
         assert_eq!((status, code), (422, ErrorCode::Unprocessable), "{message}");
@@ -201,7 +214,10 @@ async fn cancelling_a_job_stops_its_agents_and_bad_sample_counts_are_400() {
             .unwrap_err();
         assert_eq!(error.code(), Some(ErrorCode::BadRequest), "{error}");
     }
-    assert_eq!(client.job(job).await.unwrap().agents, vec!["worker".to_owned()]);
+    assert_eq!(
+        client.job(job).await.unwrap().agents,
+        vec!["worker".to_owned()]
+    );
     client.cancel_job(job).await.unwrap();
     let error = agent.heartbeat(lease.lease_id, None).await.unwrap_err();
     assert_eq!(error.code(), Some(ErrorCode::Gone));

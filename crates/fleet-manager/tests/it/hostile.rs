@@ -11,7 +11,11 @@ async fn assert_no_jobs(farm: &Farm) {
 
 fn api_error(error: ClientError) -> (u16, ErrorCode, String) {
     match error {
-        ClientError::Api { status, code, message } => (status, code, message),
+        ClientError::Api {
+            status,
+            code,
+            message,
+        } => (status, code, message),
         other => panic!("expected an API error, got {other:?}"),
     }
 }
@@ -33,7 +37,10 @@ async fn wrong_or_missing_password_is_401_with_a_challenge() {
         .await
         .unwrap();
     assert_eq!(response.status(), 401);
-    let challenge = response.headers()["www-authenticate"].to_str().unwrap().to_owned();
+    let challenge = response.headers()["www-authenticate"]
+        .to_str()
+        .unwrap()
+        .to_owned();
     assert!(challenge.starts_with("Basic realm="), "{challenge}");
     let body: ErrorBody = response.json().await.unwrap();
     assert_eq!(body.code, ErrorCode::Unauthorized);
@@ -50,7 +57,10 @@ async fn a_client_pinning_another_ca_cannot_connect() {
     match client.info().await.unwrap_err() {
         ClientError::PinMismatch(message) => {
             assert!(message.contains("not the pinned one"), "{message}");
-            assert!(message.contains(&other.fingerprint().to_string()), "{message}");
+            assert!(
+                message.contains(&other.fingerprint().to_string()),
+                "{message}"
+            );
         }
         error => panic!("expected a pin mismatch, got {error:?}"),
     }
@@ -67,11 +77,15 @@ async fn malformed_and_out_of_range_specs_are_400() {
     let bodies = [
         ("{not json".to_owned(), "JSON"),
         (
-            serde_json::to_string(&good).unwrap().replace("\"samples\"", "\"sampels\""),
+            serde_json::to_string(&good)
+                .unwrap()
+                .replace("\"samples\"", "\"sampels\""),
             "sampels",
         ),
         (
-            serde_json::to_string(&good).unwrap().replace("\"samples\":8", "\"samples\":-3"),
+            serde_json::to_string(&good)
+                .unwrap()
+                .replace("\"samples\":8", "\"samples\":-3"),
             "samples",
         ),
     ];
@@ -93,14 +107,23 @@ async fn malformed_and_out_of_range_specs_are_400() {
     let mut zero = good.clone();
     zero.samples = 0;
     let mut huge = good.clone();
-    huge.resolution = Some(Resolution { width: 1_000_000, height: 2 });
+    huge.resolution = Some(Resolution {
+        width: 1_000_000,
+        height: 2,
+    });
     let mut backwards = good.clone();
-    backwards.frames = FrameRange { start: 9, end: 2, step: 1 };
+    backwards.frames = FrameRange {
+        start: 9,
+        end: 2,
+        step: 1,
+    };
     let mut traversal = good.clone();
     let hash = traversal.files.values().next().unwrap().clone();
     traversal.files.insert("../../etc/passwd".into(), hash);
     let mut missing = good.clone();
-    missing.files.insert("tex/wood.png".into(), "ab".repeat(32).parse().unwrap());
+    missing
+        .files
+        .insert("tex/wood.png".into(), "ab".repeat(32).parse().unwrap());
     for (bad, expected) in [
         (zero, "samples"),
         (huge, "resolution"),
@@ -126,11 +149,20 @@ async fn uploads_that_do_not_match_their_hash_are_refused() {
     let (status, code, message) = api_error(client.upload_blob(&claimed, &file).await.unwrap_err());
     assert_eq!((status, code), (422, ErrorCode::Unprocessable));
     assert!(message.contains("do not hash"), "{message}");
-    assert_eq!(client.missing_blobs(std::slice::from_ref(&claimed)).await.unwrap(), vec![claimed]);
+    assert_eq!(
+        client
+            .missing_blobs(std::slice::from_ref(&claimed))
+            .await
+            .unwrap(),
+        vec![claimed]
+    );
 
     let response = farm
         .raw()
-        .put(format!("{}/api/v1/blobs/..%2F..%2Fetc%2Fpasswd", farm.manager.url()))
+        .put(format!(
+            "{}/api/v1/blobs/..%2F..%2Fetc%2Fpasswd",
+            farm.manager.url()
+        ))
         .basic_auth("admin", Some(crate::support::PASSWORD))
         .body("x")
         .send()

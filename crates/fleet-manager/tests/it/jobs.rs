@@ -22,9 +22,19 @@ async fn unchanged_files_are_not_uploaded_twice() {
     let file = farm.path("texture.png");
     std::fs::write(&file, vec![7u8; 300_000]).unwrap();
     let hash = fleet_client::hash_file(&file).unwrap();
-    assert_eq!(client.missing_blobs(std::slice::from_ref(&hash)).await.unwrap(), vec![hash.clone()]);
+    assert_eq!(
+        client
+            .missing_blobs(std::slice::from_ref(&hash))
+            .await
+            .unwrap(),
+        vec![hash.clone()]
+    );
     client.upload_blob(&hash, &file).await.unwrap();
-    assert!(client.missing_blobs(std::slice::from_ref(&hash)).await.unwrap().is_empty());
+    assert!(client
+        .missing_blobs(std::slice::from_ref(&hash))
+        .await
+        .unwrap()
+        .is_empty());
     // Uploading again is harmless.
     client.upload_blob(&hash, &file).await.unwrap();
     farm.manager.shutdown().await;
@@ -71,7 +81,11 @@ async fn unknown_jobs_are_404() {
         client.frame_preview(JobId(4242), 1).await.unwrap_err(),
     ] {
         match error {
-            ClientError::Api { status, code, message } => {
+            ClientError::Api {
+                status,
+                code,
+                message,
+            } => {
                 assert_eq!(status, 404);
                 assert_eq!(code, ErrorCode::NotFound);
                 assert!(message.contains("4242"), "{message}");
@@ -89,7 +103,10 @@ async fn state_survives_a_restart() {
     let mut config = fleet_manager::ManagerConfig::new(state.clone());
     config.listen = "127.0.0.1:0".parse().unwrap();
     let first = fleet_manager::start(config.clone()).await.unwrap();
-    let password = first.generated_password.clone().expect("first start generates a password");
+    let password = first
+        .generated_password
+        .clone()
+        .expect("first start generates a password");
     let fingerprint = first.fingerprint;
     first.shutdown().await;
 

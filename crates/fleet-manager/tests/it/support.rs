@@ -116,10 +116,7 @@ pub fn write_partial(path: &Path, width: usize, height: usize, value: impl Fn(us
         .iter()
         .enumerate()
         .map(|(index, name)| {
-            AnyChannel::new(
-                *name,
-                FlatSamples::F32(vec![value(index); width * height]),
-            )
+            AnyChannel::new(*name, FlatSamples::F32(vec![value(index); width * height]))
         })
         .collect();
     let layer = Layer::new(

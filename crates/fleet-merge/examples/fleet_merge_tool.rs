@@ -35,7 +35,7 @@ fn merge(out: &Path, parts: &[(PathBuf, ChunkInfo)], all_mean: bool) -> Result<(
         }
     }
     let dir = tempfile::tempdir().map_err(|e| MergeError::Invalid(e.to_string()))?;
-    let mut acc = Accumulator::create(&dir.path().join("acc"), &layout)?;
+    let mut acc = Accumulator::create_scratch(&dir.path().join("acc"), &layout)?;
     for (p, c) in parts {
         acc.fold(p, *c)?;
     }

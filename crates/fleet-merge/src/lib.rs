@@ -40,6 +40,7 @@ mod output;
 mod partial;
 mod state;
 mod sums;
+mod sys;
 
 #[cfg(test)]
 mod tests;

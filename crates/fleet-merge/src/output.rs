@@ -180,6 +180,7 @@ impl Accumulator {
         let blocks = (layout.height as usize).div_ceil(job.rows_per_block);
         let tmp = temp_beside(out);
         let file = File::create(&tmp).map_err(|e| MergeError::io(&tmp, e))?;
+        let hint = file.try_clone().map_err(|e| MergeError::io(&tmp, e))?;
         let mut writer = BufWriter::with_capacity(1 << 20, file);
         let mut failure: Option<MergeError> = None;
         let written = exr::block::write(&mut writer, headers.clone(), true, |_meta, chunks| {
@@ -200,6 +201,9 @@ impl Accumulator {
                         }
                     }
                 }
+                // Let the disk work while the next window is compressed, so
+                // that the final sync has little left to wait for.
+                crate::sys::start_writeback(&hint);
             }
             Ok(())
         });

@@ -31,7 +31,7 @@ use crate::layout::Layout;
 /// The bytes of a partial: read into memory, or mapped.
 enum Bytes {
     Owned(Vec<u8>),
-    Mapped(crate::sums::ReadMap),
+    Mapped(crate::sys::ReadMap),
 }
 
 impl std::ops::Deref for Bytes {
@@ -191,7 +191,7 @@ impl Partial {
     /// else changes while it is open, and checks it. Errors about its
     /// contents name `shown_as` (the file the caller handed in).
     pub fn open_mapped(path: &Path, shown_as: &Path) -> Result<Self> {
-        let map = crate::sums::ReadMap::new(path, shown_as)?;
+        let map = crate::sys::ReadMap::new(path, shown_as)?;
         Self::from_bytes(shown_as, Bytes::Mapped(map))
     }
 

@@ -21,21 +21,21 @@
 //! Within one boot, whatever a process wrote is in the page cache, even if it
 //! died: a complete stamp for the current journal means complete sums.
 //!
-//! This is the only module with `unsafe` code: mapping files, and viewing the
-//! mapped bytes as [`Acc`] values.
+//! `unsafe` code: mapping the file, and viewing the mapped bytes as [`Acc`]
+//! values.
 #![allow(unsafe_code)]
 
-use std::fs::{File, OpenOptions};
+use std::fs::OpenOptions;
 use std::path::Path;
 
-use memmap2::{Mmap, MmapMut};
+use memmap2::MmapMut;
 
 use crate::error::{MergeError, Result};
 use crate::state::Acc;
+use crate::sys::{boot_id, reserve, BOOT_ID_BYTES};
 
 const MAGIC: &[u8; 8] = b"FMSUMS01";
 const STAMP_BYTES: usize = 4096;
-const BOOT_ID_BYTES: usize = 36;
 
 /// What the stamp of `sums.bin` says.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -45,12 +45,6 @@ pub(crate) struct Stamp {
     pub journal_hash: u64,
     pub values: u64,
     pub boot_id: [u8; BOOT_ID_BYTES],
-}
-
-/// The kernel's boot id (changes at every boot), where the system has one.
-pub(crate) fn boot_id() -> Option<[u8; BOOT_ID_BYTES]> {
-    let text = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?;
-    text.trim().as_bytes().try_into().ok()
 }
 
 /// The running sums, mapped from `sums.bin`.
@@ -163,53 +157,3 @@ impl SumsFile {
     }
 }
 
-/// Reserves the file's disk space so that writes through the map never meet
-/// a full disk (which would kill the process with SIGBUS).
-#[cfg(target_os = "linux")]
-fn reserve(file: &File, bytes: usize) -> std::io::Result<()> {
-    use std::os::fd::AsRawFd;
-    let len = libc::off_t::try_from(bytes).map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
-    // SAFETY: a plain system call on a file descriptor this function borrows.
-    let rc = unsafe { libc::fallocate(file.as_raw_fd(), 0, 0, len) };
-    if rc == 0 {
-        return Ok(());
-    }
-    let error = std::io::Error::last_os_error();
-    match error.raw_os_error() {
-        // File systems without fallocate: the file stays sparse.
-        Some(libc::EOPNOTSUPP) | Some(libc::ENOSYS) => Ok(()),
-        _ => Err(error),
-    }
-}
-
-#[cfg(not(target_os = "linux"))]
-fn reserve(_file: &File, _bytes: usize) -> std::io::Result<()> {
-    Ok(())
-}
-
-/// A read-only map of a file the accumulator owns (a journaled partial).
-pub(crate) struct ReadMap(Mmap);
-
-impl ReadMap {
-    pub fn new(path: &Path, shown_as: &Path) -> Result<Self> {
-        let io = |e| MergeError::io(path, e);
-        let file = File::open(path).map_err(io)?;
-        if file.metadata().map_err(io)?.len() == 0 {
-            // Mapping an empty file fails on some systems; an empty partial
-            // is simply not an OpenEXR file.
-            return Err(MergeError::NotExr { path: shown_as.to_path_buf() });
-        }
-        // SAFETY: the file lies in the accumulator's directory, whose lock
-        // this process holds, and the accumulator never writes to a partial
-        // once it is in place, so the mapped bytes do not change underneath.
-        let map = unsafe { Mmap::map(&file) }.map_err(io)?;
-        Ok(Self(map))
-    }
-}
-
-impl std::ops::Deref for ReadMap {
-    type Target = [u8];
-    fn deref(&self) -> &[u8] {
-        &self.0
-    }
-}

@@ -121,7 +121,10 @@ fn render_all(blender: &Blender, subset_reference: bool) -> Renders {
 }
 
 /// Folds the chunks in a scrambled order (sample 0 in the middle), reopening
-/// the accumulator between folds as a restarted manager would.
+/// the accumulator between folds as a restarted manager would; the last one
+/// is handed over (moved into the journal), as the manager does with uploads.
+/// Finally the running sums are thrown away, as after a crash of the machine,
+/// so that the merged image comes from refolding the journal.
 fn merge(renders: &Renders, work: &Path) -> PathBuf {
     let layout = read_layout(&renders.chunks[0].0).expect("layout");
     let acc_dir = work.join("acc");
@@ -131,8 +134,16 @@ fn merge(renders: &Renders, work: &Path) -> PathBuf {
         validate_partial(path, &layout).expect("valid partial");
         let mut acc = Accumulator::open(&acc_dir).expect("open");
         let chunk = ChunkInfo { id: i as i64 + 100, samples: *samples, holds_sample_zero: *offset == 0 };
-        assert_eq!(acc.fold(path, chunk).expect("fold"), FoldOutcome::Folded);
+        let outcome = if i == 1 {
+            let upload = work.join("upload.exr");
+            std::fs::copy(path, &upload).expect("copy");
+            acc.fold_owned(upload, chunk)
+        } else {
+            acc.fold(path, chunk)
+        };
+        assert_eq!(outcome.expect("fold"), FoldOutcome::Folded);
     }
+    std::fs::remove_file(acc_dir.join("sums.bin")).expect("remove the running sums");
     let acc = Accumulator::open(&acc_dir).expect("open");
     assert_eq!(acc.total_samples(), 24);
     let out = work.join("merged.exr");

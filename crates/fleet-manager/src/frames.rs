@@ -101,7 +101,7 @@ impl Frames {
         let dir = self.frame_dir(job, frame);
         let preview = self.preview_png(job, frame);
         tokio::task::spawn_blocking(move || {
-            fold_blocking(&dir, &partial, chunk, resolution, &preview)
+            fold_blocking(&dir, partial, chunk, resolution, &preview)
         })
         .await
         .map_err(|error| FoldError::Internal(Box::new(error)))?
@@ -121,13 +121,20 @@ impl Frames {
         let png = self.result_png(job, frame);
         tokio::task::spawn_blocking(move || -> Result<(), FoldError> {
             let internal = |error: fleet_merge::MergeError| FoldError::Internal(Box::new(error));
-            let accumulator = Accumulator::open(&dir.join("acc")).map_err(internal)?;
-            write_atomically(&exr, |path| accumulator.write_exr(path)).map_err(internal)?;
+            let acc_dir = dir.join("acc");
+            if !acc_dir.join("manifest.json").exists() && exr.exists() {
+                // Written before a restart; the accumulator was already discarded.
+                return Ok(());
+            }
+            let accumulator = Accumulator::open(&acc_dir).map_err(internal)?;
+            // The PNG first: the EXR's presence marks the frame's results as complete.
             if format == OutputFormat::Png {
                 write_atomically(&png, |path| accumulator.write_png(path, None))
                     .map_err(internal)?;
             }
-            Ok(())
+            write_atomically(&exr, |path| accumulator.write_exr(path)).map_err(internal)?;
+            // The journal of partials is only needed until the merged EXR exists.
+            accumulator.discard().map_err(internal)
         })
         .await
         .map_err(|error| FoldError::Internal(Box::new(error)))?
@@ -144,29 +151,36 @@ impl Frames {
 
 fn fold_blocking(
     dir: &Path,
-    partial: &Path,
+    partial: PathBuf,
     chunk: ChunkInfo,
     resolution: Option<Resolution>,
     preview: &Path,
 ) -> Result<FoldOutcome, FoldError> {
-    let internal = |error: fleet_merge::MergeError| FoldError::Internal(Box::new(error));
-    let rejected = |error: fleet_merge::MergeError| FoldError::Rejected(error.to_string());
+    let classify = |error: fleet_merge::MergeError| {
+        if error.is_bad_input() {
+            FoldError::Rejected(error.to_string())
+        } else {
+            FoldError::Internal(Box::new(error))
+        }
+    };
     let acc_dir = dir.join("acc");
     // The accumulator writes its manifest last when it is created.
     let mut accumulator = if acc_dir.join("manifest.json").exists() {
-        Accumulator::open(&acc_dir).map_err(internal)?
+        Accumulator::open(&acc_dir).map_err(classify)?
     } else {
-        let layout = fleet_merge::read_layout(partial).map_err(rejected)?;
+        let layout = fleet_merge::read_layout(&partial)
+            .map_err(|error| FoldError::Rejected(error.to_string()))?;
         check_resolution(&layout, resolution)?;
         std::fs::create_dir_all(dir).map_err(|error| FoldError::Internal(Box::new(error)))?;
-        Accumulator::create(&acc_dir, &layout).map_err(internal)?
+        Accumulator::create(&acc_dir, &layout).map_err(classify)?
     };
-    fleet_merge::validate_partial(partial, accumulator.layout()).map_err(rejected)?;
-    let outcome = accumulator.fold(partial, chunk).map_err(internal)?;
+    // `fold_owned` validates the whole partial before it changes anything, and moves the
+    // file into the accumulator's journal.
+    let outcome = accumulator.fold_owned(partial, chunk).map_err(classify)?;
     write_atomically(preview, |path| {
         accumulator.write_png(path, Some(PREVIEW_MAX_SIDE))
     })
-    .map_err(internal)?;
+    .map_err(|error| FoldError::Internal(Box::new(error)))?;
     Ok(outcome)
 }
 

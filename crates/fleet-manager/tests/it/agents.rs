@@ -101,6 +101,10 @@ async fn partials_are_merged_by_sample_weight_into_the_frame_result() {
     assert_eq!(&preview[..8], b"\x89PNG\r\n\x1a\n");
     let agents = client.agents().await.unwrap();
     assert_eq!(agents.iter().map(|a| a.samples_rendered).sum::<u64>(), 24);
+    // Once the result is written, the journal of partials is gone; the result stays.
+    let frame_dir = farm.dir.path().join(format!("state/jobs/{job}/frame_1"));
+    assert!(frame_dir.join("result.exr").is_file());
+    assert!(!frame_dir.join("acc").exists());
     farm.manager.shutdown().await;
 }
 

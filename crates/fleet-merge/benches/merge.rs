@@ -316,7 +316,7 @@ fn main() {
     println!();
     println!("Per partial (wall, with CPU time in parentheses; sample 0 folded last):");
     println!();
-    println!("| partials | decode only | fold, scratch (decode + add) | fold, durable, copied in | fold_owned, durable | slowest fold_owned |");
+    println!("| partials | decode only (validate_partial) | fold, scratch accumulator (decode + add) | fold (copied into the journal) | fold_owned (moved into the journal) | slowest fold_owned |");
     println!("|---:|---:|---:|---:|---:|---:|");
     for (n, r) in &rows {
         let cell = |what: &str| format!("{} ({})", ms(field(&r[what], "wall")), ms(field(&r[what], "cpu")));
@@ -332,16 +332,17 @@ fn main() {
     println!();
     println!("Whole merge (fold_owned of every partial, then write_exr ZIP), reopening, peak RSS:");
     println!();
-    println!("| partials | fold all | write ZIP | merge total | open (sums valid) | open after a crash (rebuild) | peak RSS fold_owned (anon + file at end) | peak RSS decode only |");
+    println!("| partials | fold all | write ZIP (CPU) | merge total | open (sums valid) | open after a crash (rebuild) | peak RSS fold_owned (anon + file at end) | peak RSS decode only |");
     println!("|---:|---:|---:|---:|---:|---:|---:|---:|");
     for (n, r) in &rows {
         let o = &r["owned"];
         println!(
-            "| {n} | {} | {} | **{}** | {} | {} | {:.0} MiB ({:.0} + {:.0}) | {:.0} MiB |",
+            "| {n} | {} | {} ({}) | **{}** | {:.1} ms | {} | {:.0} MiB ({:.0} + {:.0}) | {:.0} MiB |",
             ms(field(o, "total")),
             ms(field(o, "zip")),
+            ms(field(o, "zip_cpu")),
             ms(field(o, "total") + field(o, "zip")),
-            ms(field(&r["reopen"], "open")),
+            field(&r["reopen"], "open") * 1000.0,
             ms(field(&r["reopen"], "rebuild")),
             field(o, "rss_peak"),
             field(o, "rss_anon"),

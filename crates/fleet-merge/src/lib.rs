@@ -14,10 +14,18 @@
 //! | `IndexOB`, `IndexMA`, `Position`, `Crypto*` | from the partial holding sample 0 |
 //!
 //! The caller owns the weights ([`ChunkInfo::samples`]). An [`Accumulator`]
-//! keeps the running state on disk, folds one partial at a time with memory
-//! independent of the number of partials, and is crash-safe and
-//! exactly-once: a fold that returned `Ok` is durable, a fold interrupted by a
-//! crash is either fully there or not at all, and a chunk id is folded once.
+//! folds one partial at a time with memory independent of the number of
+//! partials, and is crash-safe and exactly-once: a fold that returned `Ok` is
+//! durable, a fold interrupted by a crash is either fully there or not at
+//! all, and a chunk id is folded once. It journals the partials themselves
+//! (a synced copy, or the very file with [`Accumulator::fold_owned`]) and
+//! keeps the running sums in a file it never syncs, rebuilding them from the
+//! journal when a crash may have cost them; see the `accumulator` module and
+//! the README.
+//!
+//! [`Accumulator::fold`] checks the partial completely before it commits; an
+//! error for which [`MergeError::is_bad_input`] is true means the partial (or
+//! its chunk information) is at fault, any other the accumulator's side.
 //!
 //! ```no_run
 //! # use std::path::Path;
@@ -26,9 +34,10 @@
 //! let layout = read_layout(Path::new("chunk_1.exr"))?;
 //! let mut acc = Accumulator::create(Path::new("frame_0001.acc"), &layout)?;
 //! acc.fold(Path::new("chunk_2.exr"), ChunkInfo { id: 2, samples: 7, holds_sample_zero: false })?;
-//! acc.fold(Path::new("chunk_1.exr"), ChunkInfo { id: 1, samples: 5, holds_sample_zero: true })?;
+//! acc.fold_owned("upload_1.exr".into(), ChunkInfo { id: 1, samples: 5, holds_sample_zero: true })?;
 //! acc.write_exr(Path::new("frame_0001.exr"))?;
 //! acc.write_png(Path::new("frame_0001.png"), Some(512))?;
+//! acc.discard()?; // the merged frame is written: the journal is no longer needed
 //! # Ok(()) }
 //! ```
 

@@ -145,10 +145,19 @@ fn temp_beside(out: &Path) -> PathBuf {
     out.with_file_name(name)
 }
 
+/// Syncs `tmp`, renames it to `out` and syncs the directory, so that `out`
+/// survives a crash once this returns (the caller may then discard the
+/// accumulator).
 fn finish_file(tmp: &Path, out: &Path, file: File) -> Result<()> {
     file.sync_all().map_err(|e| MergeError::io(tmp, e))?;
     drop(file);
-    fs::rename(tmp, out).map_err(|e| MergeError::io(out, e))
+    fs::rename(tmp, out).map_err(|e| MergeError::io(out, e))?;
+    #[cfg(unix)]
+    {
+        let parent = out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        File::open(parent).and_then(|d| d.sync_all()).map_err(|e| MergeError::io(parent, e))?;
+    }
+    Ok(())
 }
 
 impl Accumulator {
@@ -161,7 +170,8 @@ impl Accumulator {
     /// Writes the merged frame as a multilayer OpenEXR file: 32-bit float
     /// channels, the partials' header attributes (`BlenderMultiChannel`,
     /// ...) with every `cycles.<layer>.samples` set to the samples folded.
-    /// The file appears under `out` only once complete and synced.
+    /// The file appears under `out` only once complete and synced (its
+    /// directory entry too).
     pub fn write_exr_with(&self, out: &Path, codec: ExrCodec) -> Result<()> {
         let sums = self.sums()?;
         let layout = self.layout();

@@ -1,5 +1,4 @@
-//! Memory-mapped files: the accumulator's running sums (`sums.bin`), and
-//! read-only maps of journaled partials.
+//! The accumulator's running sums (`sums.bin`), mapped into memory.
 //!
 //! `sums.bin` is a 4 KiB stamp followed by the sums (native-endian
 //! [`Acc`]). It is never synced: it lives in the page cache, which every

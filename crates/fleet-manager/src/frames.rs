@@ -164,6 +164,11 @@ fn fold_blocking(
         }
     };
     let acc_dir = dir.join("acc");
+    if dir.join("result.exr").exists() {
+        // The frame is finished and its journal discarded: this is a late duplicate.
+        let _ = std::fs::remove_file(&partial);
+        return Ok(FoldOutcome::AlreadyFolded);
+    }
     // The accumulator writes its manifest last when it is created.
     let mut accumulator = if acc_dir.join("manifest.json").exists() {
         Accumulator::open(&acc_dir).map_err(classify)?

@@ -288,6 +288,16 @@ impl Store {
             "UPDATE leases SET state = 'failed' WHERE id = ?1",
             [lease.0],
         )?;
+        let chunk_state: String = transaction.query_row(
+            "SELECT state FROM chunks WHERE id = ?1",
+            [chunk_id],
+            |row| row.get(0),
+        )?;
+        if chunk_state == "merged" {
+            // Another render of this chunk was merged already: nothing to retry.
+            transaction.commit()?;
+            return Ok(FailOutcome::Gone);
+        }
         let attempts: u32 = transaction.query_row(
             "UPDATE chunks SET attempts = attempts + 1, last_error = ?2, state = 'queued'
              WHERE id = ?1 RETURNING attempts",
@@ -556,6 +566,31 @@ mod tests {
         assert!(status.summary.error.unwrap().contains("out of memory"));
         assert!(store
             .acquire_lease(agents[0], 2, TIMEOUT)
+            .unwrap()
+            .is_none());
+    }
+
+    #[test]
+    fn a_merged_chunk_is_never_requeued_by_a_late_failure() {
+        let (store, agents) = store_with_agents(2);
+        store
+            .create_job(&spec(FrameRange::single(1), 4), 0)
+            .unwrap();
+        let slow = store.acquire_lease(agents[0], 0, TIMEOUT).unwrap().unwrap();
+        let target = store
+            .upload_target(slow.lease_id, agents[0], 1, TIMEOUT)
+            .unwrap()
+            .unwrap();
+        // The merge is recorded while the same agent also reports a failure for it.
+        store.record_merge(slow.lease_id, &target, 4).unwrap();
+        assert_eq!(
+            store
+                .fail_lease(slow.lease_id, agents[0], "late", 2, 3)
+                .unwrap(),
+            FailOutcome::Gone
+        );
+        assert!(store
+            .acquire_lease(agents[1], 3, TIMEOUT)
             .unwrap()
             .is_none());
     }

@@ -571,7 +571,7 @@ mod tests {
     }
 
     #[test]
-    fn a_merged_chunk_is_never_requeued_by_a_late_failure() {
+    fn a_failure_reported_after_the_merge_changes_nothing() {
         let (store, agents) = store_with_agents(2);
         store
             .create_job(&spec(FrameRange::single(1), 4), 0)
@@ -581,7 +581,7 @@ mod tests {
             .upload_target(slow.lease_id, agents[0], 1, TIMEOUT)
             .unwrap()
             .unwrap();
-        // The merge is recorded while the same agent also reports a failure for it.
+        // The agent reports a failure for a chunk whose merge is already recorded.
         store
             .record_merge(slow.lease_id, &target, slow.sample_count)
             .unwrap();

@@ -93,8 +93,9 @@ async fn assert_matches_reference(
     reference(blender, blend, samples, resolution, &first).await;
     let report = compare(merged, &first);
     let failing: Vec<String> = report
-        .failing_design(TOLERANCE)
+        .channels
         .iter()
+        .filter(|channel| !within_tolerance(channel))
         .map(|channel| channel.name.clone())
         .collect();
     if failing.is_empty() {
@@ -109,11 +110,19 @@ async fn assert_matches_reference(
     for name in failing {
         let channel = again.channels.iter().find(|c| c.name == name).unwrap();
         assert!(
-            channel.max_rel_design <= TOLERANCE,
-            "channel {name} differs from two single renders: {:.3e} > {TOLERANCE:e}",
+            within_tolerance(channel),
+            "channel {name} differs from two single renders: {:.3e} (floor 1e-6), {:.3e} (floor 0.1·peak)",
+            channel.max_rel,
             channel.max_rel_design
         );
     }
+}
+
+/// Both ways of measuring: relative to `max(|a|, |b|, 1e-6)`, and to
+/// `max(|a|, |b|, 0.1 · peak)` (the DESIGN's rule, which forgives float rounding on values
+/// near zero). The demo scene passes both.
+fn within_tolerance(channel: &fleet_merge::compare::ChannelDiff) -> bool {
+    channel.max_rel <= TOLERANCE && channel.max_rel_design <= TOLERANCE
 }
 
 /// A manager process and agent processes the test controls one by one.

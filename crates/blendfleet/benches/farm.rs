@@ -115,6 +115,7 @@ fn main() {
             .env("BLENDFLEET_LOG", "info")
             .env_remove("BLENDFLEET_MANAGER")
             .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
             .status()
             .unwrap();
         assert!(status.success());

@@ -39,6 +39,7 @@ fn init_logging(default_level: &str) {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(output::interactive())
         .with_target(false)
         .init();
 }

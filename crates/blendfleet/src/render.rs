@@ -74,35 +74,38 @@ async fn run(
     if !file.is_file() {
         bail!("`{}` does not exist", file.display());
     }
-    let scene = inspect(&file, farm.blender.as_deref()).await?;
-    let spec_files = project_files(&file, scene.as_ref())?;
-    let spec = build_spec(&file, &spec_files, job, scene.as_ref())?;
     std::fs::create_dir_all(output_dir)
         .with_context(|| format!("creating `{}`", output_dir.display()))?;
-
-    let (client, local) = match remote {
-        Some(settings) => (Client::new(&settings)?, None),
+    // A local farm starts (manager, agents, their Blender) while the scene is inspected.
+    let inspection = inspect(&file, farm.blender.as_deref());
+    let (scene, connected) = match remote {
+        Some(settings) => (
+            inspection.await,
+            Client::new(&settings)
+                .map(|c| (c, None))
+                .map_err(Into::into),
+        ),
         None => {
             if !json {
                 output::line(format!("starting a local farm with {} agents", farm.agents));
             }
-            let mut local = LocalFarm::start(
-                farm.agents,
-                farm.agent_threads,
-                farm.blender.as_deref(),
-                farm.state_dir.as_deref(),
-            )
-            .await?;
-            let client = Client::new(&local.settings)?;
-            if let Err(error) = local
-                .agents
-                .wait_joined(&client, Duration::from_secs(120))
-                .await
-            {
+            let (scene, local) = tokio::join!(inspection, start_local(farm));
+            (scene, local.map(|(client, local)| (client, Some(local))))
+        }
+    };
+    let (client, local) = connected?;
+    let prepared = scene.and_then(|scene| {
+        let files = project_files(&file, scene.as_ref())?;
+        let spec = build_spec(&file, &files, job, scene.as_ref())?;
+        Ok((files, spec))
+    });
+    let (spec_files, spec) = match prepared {
+        Ok(prepared) => prepared,
+        Err(error) => {
+            if let Some(local) = local {
                 local.stop().await;
-                return Err(error);
             }
-            (client, Some(local))
+            return Err(error);
         }
     };
     let started = Instant::now();
@@ -128,6 +131,26 @@ async fn run(
     } else {
         ExitCode::FAILURE
     })
+}
+
+async fn start_local(farm: &FarmArgs) -> anyhow::Result<(Client, LocalFarm)> {
+    let mut local = LocalFarm::start(
+        farm.agents,
+        farm.agent_threads,
+        farm.blender.as_deref(),
+        farm.state_dir.as_deref(),
+    )
+    .await?;
+    let client = Client::new(&local.settings)?;
+    if let Err(error) = local
+        .agents
+        .wait_joined(&client, Duration::from_secs(120))
+        .await
+    {
+        local.stop().await;
+        return Err(error);
+    }
+    Ok((client, local))
 }
 
 /// Reads the scene with the local Blender, when there is one.

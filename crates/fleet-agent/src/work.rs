@@ -19,7 +19,17 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
     let work = WorkDir::create(config.work_dir.clone())?;
     let mut client = AgentClient::new(&config.manager_url, config.ca_fingerprint)?;
     join(&mut client, &config, &blender_version, &shutdown).await?;
-    let mut worker: Option<Worker> = None;
+    // Start Blender now, while the first job is still being uploaded, so that the first
+    // chunk does not wait for it. A failure here is reported with the first chunk instead.
+    let mut worker: Option<Worker> = match Worker::spawn(&config.blender, worker_options(&config))
+        .await
+    {
+        Ok(worker) => Some(worker),
+        Err(error) => {
+            tracing::warn!(error = %chain(&error), "Blender did not start; retrying with the first chunk");
+            None
+        }
+    };
     let mut unreachable_since: Option<Instant> = None;
 
     while !shutdown.is_cancelled() {
@@ -163,6 +173,13 @@ async fn work_on(
     result
 }
 
+fn worker_options(config: &AgentConfig) -> WorkerOptions {
+    WorkerOptions {
+        threads: config.threads,
+        extra_env: Vec::new(),
+    }
+}
+
 enum Rendered {
     Done(u32),
     Failed(String),
@@ -178,11 +195,7 @@ async fn render_with_heartbeats(
     shutdown: &CancellationToken,
 ) -> Rendered {
     if slot.is_none() {
-        let options = WorkerOptions {
-            threads: config.threads,
-            extra_env: Vec::new(),
-        };
-        match Worker::spawn(&config.blender, options).await {
+        match Worker::spawn(&config.blender, worker_options(config)).await {
             Ok(worker) => *slot = Some(worker),
             Err(error) => return Rendered::Failed(blender_message(&error)),
         }

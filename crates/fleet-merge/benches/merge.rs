@@ -28,7 +28,9 @@ fn channel_names() -> Vec<String> {
     pass("Combined", "RGBA");
     pass("Depth", "Z");
     pass("Normal", "XYZ");
-    for p in ["DiffDir", "DiffInd", "DiffCol", "GlossDir", "GlossInd", "GlossCol", "Emit"] {
+    for p in [
+        "DiffDir", "DiffInd", "DiffCol", "GlossDir", "GlossInd", "GlossCol", "Emit",
+    ] {
         pass(p, "RGB");
     }
     pass("IndexOB", "X");
@@ -104,15 +106,27 @@ fn generate(dir: &Path, count: u32) -> Vec<PathBuf> {
             let channels: SmallVec<[AnyChannel<FlatSamples>; 4]> = names
                 .iter()
                 .map(|n| {
-                    let v: Vec<f32> =
-                        (0..WIDTH * HEIGHT).map(|p| value(i, n, p % WIDTH, p / WIDTH, &mut state)).collect();
+                    let v: Vec<f32> = (0..WIDTH * HEIGHT)
+                        .map(|p| value(i, n, p % WIDTH, p / WIDTH, &mut state))
+                        .collect();
                     AnyChannel::new(n.as_str(), FlatSamples::F32(v))
                 })
                 .collect();
             let mut attributes = LayerAttributes::default();
-            attributes.other.insert(Text::from("BlenderMultiChannel"), AttributeValue::Text(Text::from("Blender V2.55.1 and newer")));
-            attributes.other.insert(Text::from("cycles.ViewLayer.samples"), AttributeValue::Text(Text::from("16")));
-            let layer = Layer::new((WIDTH, HEIGHT), attributes, Encoding::SMALL_LOSSLESS, AnyChannels::sort(channels));
+            attributes.other.insert(
+                Text::from("BlenderMultiChannel"),
+                AttributeValue::Text(Text::from("Blender V2.55.1 and newer")),
+            );
+            attributes.other.insert(
+                Text::from("cycles.ViewLayer.samples"),
+                AttributeValue::Text(Text::from("16")),
+            );
+            let layer = Layer::new(
+                (WIDTH, HEIGHT),
+                attributes,
+                Encoding::SMALL_LOSSLESS,
+                AnyChannels::sort(channels),
+            );
             Image::from_layer(layer).write().to_file(&path).unwrap();
             path
         })
@@ -129,7 +143,11 @@ fn memory_mib() -> (f64, f64, f64) {
             .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
             .map_or(f64::NAN, |kb| kb / 1024.0)
     };
-    (field("VmHWM:"), field("RssAnon:"), field("RssFile:") + field("RssShmem:"))
+    (
+        field("VmHWM:"),
+        field("RssAnon:"),
+        field("RssFile:") + field("RssShmem:"),
+    )
 }
 
 /// CPU seconds (user + system, all threads) this process has used.
@@ -139,12 +157,21 @@ fn cpu_seconds() -> f64 {
     // stime are the 12th and 13th, in clock ticks (100 per second on Linux).
     let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
     let fields: Vec<&str> = after.split_whitespace().collect();
-    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(f64::NAN);
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(f64::NAN)
+    };
     (ticks(11) + ticks(12)) / 100.0
 }
 
 fn chunk(i: usize) -> ChunkInfo {
-    ChunkInfo { id: i as i64, samples: 4 + i as u32, holds_sample_zero: i == 0 }
+    ChunkInfo {
+        id: i as i64,
+        samples: 4 + i as u32,
+        holds_sample_zero: i == 0,
+    }
 }
 
 /// Times `f`: `(wall seconds, CPU seconds)`.
@@ -165,7 +192,11 @@ fn child(what: &str, work: &Path, partials: &[PathBuf]) {
     let open: Option<Accumulator> = match what {
         "decode" => {
             let layout = read_layout(&partials[0]).unwrap();
-            let (wall, cpu) = timed(|| partials.iter().for_each(|p| validate_partial(p, &layout).unwrap()));
+            let (wall, cpu) = timed(|| {
+                partials
+                    .iter()
+                    .for_each(|p| validate_partial(p, &layout).unwrap())
+            });
             put("wall", wall / n as f64);
             put("cpu", cpu / n as f64);
             None
@@ -173,9 +204,11 @@ fn child(what: &str, work: &Path, partials: &[PathBuf]) {
         "scratch" => {
             let layout = read_layout(&partials[0]).unwrap();
             let mut acc = Accumulator::create_scratch(&work.join("scratch"), &layout).unwrap();
-            let (wall, cpu) = timed(|| order.iter().for_each(|&i| {
-                acc.fold(&partials[i], chunk(i)).unwrap();
-            }));
+            let (wall, cpu) = timed(|| {
+                order.iter().for_each(|&i| {
+                    acc.fold(&partials[i], chunk(i)).unwrap();
+                })
+            });
             put("wall", wall / n as f64);
             put("cpu", cpu / n as f64);
             Some(acc)
@@ -207,7 +240,8 @@ fn child(what: &str, work: &Path, partials: &[PathBuf]) {
             put("cpu", cpu / n as f64);
             put("total", wall);
             put("slowest", slowest);
-            let (zip, zip_cpu) = timed(|| acc.write_exr(&work.join("merged_end_to_end.exr")).unwrap());
+            let (zip, zip_cpu) =
+                timed(|| acc.write_exr(&work.join("merged_end_to_end.exr")).unwrap());
             put("zip", zip);
             put("zip_cpu", zip_cpu);
             Some(acc)
@@ -243,7 +277,10 @@ fn child(what: &str, work: &Path, partials: &[PathBuf]) {
             });
             put("wall", wall);
             put("cpu", cpu);
-            put("size", std::fs::metadata(&out).unwrap().len() as f64 / (1 << 20) as f64);
+            put(
+                "size",
+                std::fs::metadata(&out).unwrap().len() as f64 / (1 << 20) as f64,
+            );
             Some(acc)
         }
     };
@@ -263,11 +300,23 @@ fn field(line: &str, key: &str) -> f64 {
 }
 
 fn run(exe: &Path, what: &str, work: &Path, partials: &[PathBuf]) -> String {
-    let output = Command::new(exe).arg("--child").arg(what).arg(work).args(partials).output().unwrap();
+    let output = Command::new(exe)
+        .arg("--child")
+        .arg(what)
+        .arg(work)
+        .args(partials)
+        .output()
+        .unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);
-    let line = stdout.lines().find(|l| l.starts_with("RESULT")).unwrap_or_else(|| {
-        panic!("child `{what}` failed: {}", String::from_utf8_lossy(&output.stderr));
-    });
+    let line = stdout
+        .lines()
+        .find(|l| l.starts_with("RESULT"))
+        .unwrap_or_else(|| {
+            panic!(
+                "child `{what}` failed: {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+        });
     line.to_owned()
 }
 
@@ -278,12 +327,17 @@ fn main() {
         child(&args[pos + 1], Path::new(&args[pos + 2]), &partials);
         return;
     }
-    let dir = tempfile::tempdir_in(std::env::var("BENCH_DIR").unwrap_or_else(|_| std::env::temp_dir().display().to_string())).unwrap();
+    let dir = tempfile::tempdir_in(
+        std::env::var("BENCH_DIR").unwrap_or_else(|_| std::env::temp_dir().display().to_string()),
+    )
+    .unwrap();
     let t = Instant::now();
     let partials = match std::env::var("BENCH_PARTIALS") {
         Ok(keep) => {
             let keep = PathBuf::from(keep);
-            let paths: Vec<PathBuf> = (0..8).map(|i| keep.join(format!("partial_{i}.exr"))).collect();
+            let paths: Vec<PathBuf> = (0..8)
+                .map(|i| keep.join(format!("partial_{i}.exr")))
+                .collect();
             if !paths.iter().all(|p| p.exists()) {
                 std::fs::create_dir_all(&keep).unwrap();
                 generate(&keep, 8);
@@ -306,7 +360,10 @@ fn main() {
         let work = dir.path().join(format!("work_{n}"));
         std::fs::create_dir_all(&work).unwrap();
         let mut results = std::collections::BTreeMap::new();
-        for what in ["decode", "scratch", "copied", "owned", "reopen", "zip", "zips", "piz", "rle", "none", "png", "png512"] {
+        for what in [
+            "decode", "scratch", "copied", "owned", "reopen", "zip", "zips", "piz", "rle", "none",
+            "png", "png512",
+        ] {
             results.insert(what, run(&exe, what, &work, &partials[..n]));
         }
         rows.push((n, results));
@@ -319,7 +376,13 @@ fn main() {
     println!("| partials | decode only (validate_partial) | fold, scratch accumulator (decode + add) | fold (copied into the journal) | fold_owned (moved into the journal) | slowest fold_owned |");
     println!("|---:|---:|---:|---:|---:|---:|");
     for (n, r) in &rows {
-        let cell = |what: &str| format!("{} ({})", ms(field(&r[what], "wall")), ms(field(&r[what], "cpu")));
+        let cell = |what: &str| {
+            format!(
+                "{} ({})",
+                ms(field(&r[what], "wall")),
+                ms(field(&r[what], "cpu"))
+            )
+        };
         println!(
             "| {n} | {} | {} | {} | {} | {} |",
             cell("decode"),
@@ -353,7 +416,9 @@ fn main() {
     println!();
     println!("Writing the merged frame (each in its own process, after Accumulator::open; synced and renamed into place):");
     println!();
-    println!("| partials | ZIP | ZIPS | PIZ | RLE | none | PNG full | PNG 512 px | peak RSS (ZIP) |");
+    println!(
+        "| partials | ZIP | ZIPS | PIZ | RLE | none | PNG full | PNG 512 px | peak RSS (ZIP) |"
+    );
     println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for (n, r) in &rows {
         let cell = |what: &str| {

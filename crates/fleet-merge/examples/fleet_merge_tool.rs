@@ -22,7 +22,14 @@ fn parse_parts(args: &[String]) -> Vec<(PathBuf, ChunkInfo)> {
             let path = PathBuf::from(it.next().unwrap_or_default());
             let samples = it.next().and_then(|s| s.parse().ok()).unwrap_or(1);
             let zero = it.next() == Some("zero");
-            (path, ChunkInfo { id: i as i64, samples, holds_sample_zero: zero })
+            (
+                path,
+                ChunkInfo {
+                    id: i as i64,
+                    samples,
+                    holds_sample_zero: zero,
+                },
+            )
         })
         .collect()
 }
@@ -66,13 +73,18 @@ fn main() -> Result<(), MergeError> {
             }
         }
         Some("pixel") => {
-            let (x, y): (usize, usize) = (args[1].parse().unwrap_or(0), args[2].parse().unwrap_or(0));
+            let (x, y): (usize, usize) =
+                (args[1].parse().unwrap_or(0), args[2].parse().unwrap_or(0));
             for file in &args[4..] {
                 let planes = compare::read_planes(Path::new(file))?;
                 print!("{file:<28}");
                 for (name, plane) in planes.names.iter().zip(&planes.planes) {
                     if name.contains(args[3].as_str()) {
-                        print!(" {}={:.7e}", name.rsplit('.').next().unwrap_or(""), plane[y * planes.width + x]);
+                        print!(
+                            " {}={:.7e}",
+                            name.rsplit('.').next().unwrap_or(""),
+                            plane[y * planes.width + x]
+                        );
                     }
                 }
                 println!();

@@ -148,7 +148,9 @@ fn io_err(path: &Path) -> impl Fn(std::io::Error) -> MergeError + '_ {
 
 fn sync_dir(dir: &Path) -> Result<()> {
     #[cfg(unix)]
-    File::open(dir).and_then(|d| d.sync_all()).map_err(io_err(dir))?;
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_err(dir))?;
     #[cfg(not(unix))]
     let _ = dir;
     Ok(())
@@ -163,7 +165,12 @@ fn remove_if_present(path: &Path) -> Result<()> {
 
 fn lock(dir: &Path) -> Result<File> {
     let path = dir.join(LOCK);
-    let file = OpenOptions::new().create(true).truncate(false).write(true).open(&path).map_err(io_err(&path))?;
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(io_err(&path))?;
     match file.try_lock() {
         Ok(()) => Ok(file),
         Err(fs::TryLockError::WouldBlock) => Err(MergeError::Accumulator {
@@ -177,7 +184,10 @@ fn lock(dir: &Path) -> Result<File> {
 /// The journal file name of a fold.
 fn entry_name(seq: u64, chunk: &ChunkInfo) -> String {
     let zero = if chunk.holds_sample_zero { ".zero" } else { "" };
-    format!("{seq:06}.chunk{}.samples{}{zero}.exr", chunk.id, chunk.samples)
+    format!(
+        "{seq:06}.chunk{}.samples{}{zero}.exr",
+        chunk.id, chunk.samples
+    )
 }
 
 /// Parses a journal file name written by [`entry_name`].
@@ -185,7 +195,12 @@ fn parse_entry(name: &str) -> Option<Entry> {
     let mut parts = name.strip_suffix(".exr")?.split('.');
     let seq = parts.next()?.parse().ok()?;
     let id = parts.next()?.strip_prefix("chunk")?.parse().ok()?;
-    let samples = parts.next()?.strip_prefix("samples")?.parse().ok().filter(|&s| s > 0)?;
+    let samples = parts
+        .next()?
+        .strip_prefix("samples")?
+        .parse()
+        .ok()
+        .filter(|&s| s > 0)?;
     let holds_sample_zero = match parts.next() {
         None => false,
         Some("zero") => true,
@@ -194,7 +209,15 @@ fn parse_entry(name: &str) -> Option<Entry> {
     if parts.next().is_some() {
         return None;
     }
-    Some(Entry { seq, chunk: ChunkInfo { id, samples, holds_sample_zero }, name: name.to_owned() })
+    Some(Entry {
+        seq,
+        chunk: ChunkInfo {
+            id,
+            samples,
+            holds_sample_zero,
+        },
+        name: name.to_owned(),
+    })
 }
 
 /// FNV-1a over the journal names, in order: what the sums' stamp refers to.
@@ -222,11 +245,16 @@ impl Manifest {
 
     fn read(dir: &Path) -> Result<Self> {
         let path = dir.join(MANIFEST);
-        let unusable = |detail: String| MergeError::Accumulator { dir: dir.to_path_buf(), detail };
+        let unusable = |detail: String| MergeError::Accumulator {
+            dir: dir.to_path_buf(),
+            detail,
+        };
         let bytes = match fs::read(&path) {
             Ok(bytes) => bytes,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(unusable("holds no accumulator (`manifest.json` is missing)".to_owned()))
+                return Err(unusable(
+                    "holds no accumulator (`manifest.json` is missing)".to_owned(),
+                ))
             }
             Err(e) => return Err(MergeError::io(&path, e)),
         };
@@ -243,7 +271,8 @@ impl Manifest {
                 version.format
             )));
         }
-        serde_json::from_slice(&bytes).map_err(|e| unusable(format!("has an unreadable `manifest.json`: {e}")))
+        serde_json::from_slice(&bytes)
+            .map_err(|e| unusable(format!("has an unreadable `manifest.json`: {e}")))
     }
 }
 
@@ -258,16 +287,22 @@ fn add_partial(
 ) -> Result<()> {
     #[cfg(test)]
     let blocks_done = std::sync::atomic::AtomicUsize::new(0);
-    partial.decode_into(sums.values_mut(), partial.row_values(), |_, values, sums| {
-        #[cfg(test)]
-        if let Some(Crash::AfterBlocks(n)) = crash {
-            if blocks_done.fetch_add(1, std::sync::atomic::Ordering::SeqCst) >= n {
-                return Err(MergeError::Invalid("simulated crash in the middle of a fold".to_owned()));
+    partial.decode_into(
+        sums.values_mut(),
+        partial.row_values(),
+        |_, values, sums| {
+            #[cfg(test)]
+            if let Some(Crash::AfterBlocks(n)) = crash {
+                if blocks_done.fetch_add(1, std::sync::atomic::Ordering::SeqCst) >= n {
+                    return Err(MergeError::Invalid(
+                        "simulated crash in the middle of a fold".to_owned(),
+                    ));
+                }
             }
-        }
-        state::fold_rows(rules, width, values, sums, params);
-        Ok(())
-    })
+            state::fold_rows(rules, width, values, sums, params);
+            Ok(())
+        },
+    )
 }
 
 impl Accumulator {
@@ -299,7 +334,9 @@ impl Accumulator {
         // Leftovers of an accumulator that was being created or discarded.
         let journal_dir = dir.join(JOURNAL);
         match fs::remove_dir_all(&journal_dir) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(MergeError::io(&journal_dir, e)),
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(MergeError::io(&journal_dir, e))
+            }
             _ => {}
         }
         for stale in [SUMS, MANIFEST_TMP, "state-0.bin", "state-1.bin"] {
@@ -350,15 +387,22 @@ impl Accumulator {
     pub fn open(dir: &Path) -> Result<Self> {
         let lock = lock(dir)?;
         let manifest = Manifest::read(dir)?;
-        let unusable = |detail: String| MergeError::Accumulator { dir: dir.to_path_buf(), detail };
+        let unusable = |detail: String| MergeError::Accumulator {
+            dir: dir.to_path_buf(),
+            detail,
+        };
         if manifest.scratch {
-            return Err(unusable("is a scratch accumulator, which cannot be reopened".to_owned()));
+            return Err(unusable(
+                "is a scratch accumulator, which cannot be reopened".to_owned(),
+            ));
         }
         remove_if_present(&dir.join(MANIFEST_TMP))?;
         let layout = Layout::read_header_file(&dir.join(LAYOUT), manifest.channels.clone())
             .map_err(|e| unusable(format!("has an unreadable `{LAYOUT}`: {e}")))?;
         if layout.width != manifest.width || layout.height != manifest.height {
-            return Err(unusable("has a layout that disagrees with its manifest".to_owned()));
+            return Err(unusable(
+                "has a layout that disagrees with its manifest".to_owned(),
+            ));
         }
         layout.check_rules()?;
 
@@ -378,10 +422,15 @@ impl Accumulator {
         entries.sort_by_key(|e| e.seq);
         for (i, e) in entries.iter().enumerate() {
             let clash = entries[..i].iter().find(|o| {
-                o.seq == e.seq || o.chunk.id == e.chunk.id || (o.chunk.holds_sample_zero && e.chunk.holds_sample_zero)
+                o.seq == e.seq
+                    || o.chunk.id == e.chunk.id
+                    || (o.chunk.holds_sample_zero && e.chunk.holds_sample_zero)
             });
             if let Some(o) = clash {
-                return Err(unusable(format!("has an inconsistent journal: `{}` and `{}`", o.name, e.name)));
+                return Err(unusable(format!(
+                    "has an inconsistent journal: `{}` and `{}`",
+                    o.name, e.name
+                )));
             }
         }
         let sums = SumsFile::open(&dir.join(SUMS), Self::value_count(&layout))?;
@@ -448,7 +497,10 @@ impl Accumulator {
             return Err(MergeError::ZeroSamples { id: chunk.id });
         }
         if let (true, Some(holder)) = (chunk.holds_sample_zero, self.sample_zero_chunk()) {
-            return Err(MergeError::SampleZeroTwice { id: chunk.id, holder });
+            return Err(MergeError::SampleZeroTwice {
+                id: chunk.id,
+                holder,
+            });
         }
         if !self.sums_ok {
             self.rebuild()?;
@@ -467,8 +519,13 @@ impl Accumulator {
             self.sums.mark_incomplete();
             self.sums_ok = false;
             self.add(&partial, params)?;
-            self.entries.push(Entry { seq, chunk, name: String::new() });
-            self.sums.mark_complete(self.entries.len() as u64, journal_hash(&self.entries));
+            self.entries.push(Entry {
+                seq,
+                chunk,
+                name: String::new(),
+            });
+            self.sums
+                .mark_complete(self.entries.len() as u64, journal_hash(&self.entries));
             self.sums_ok = true;
             return Ok(FoldOutcome::Folded);
         };
@@ -517,7 +574,9 @@ impl Accumulator {
         self.sums_ok = false;
         let added = self.add(&partial, params);
         drop(partial);
-        let synced = syncer.join().unwrap_or_else(|_| Err(std::io::Error::other("the sync thread panicked")));
+        let synced = syncer
+            .join()
+            .unwrap_or_else(|_| Err(std::io::Error::other("the sync thread panicked")));
         #[cfg(test)]
         if self.crash.is_some() && added.is_err() {
             return added.map(|()| FoldOutcome::Folded);
@@ -538,10 +597,13 @@ impl Accumulator {
         };
         #[cfg(test)]
         if let Some(Crash::AfterCommit) = self.crash {
-            return Err(MergeError::Invalid("simulated crash right after a commit".to_owned()));
+            return Err(MergeError::Invalid(
+                "simulated crash right after a commit".to_owned(),
+            ));
         }
         self.entries.push(Entry { seq, chunk, name });
-        self.sums.mark_complete(self.entries.len() as u64, journal_hash(&self.entries));
+        self.sums
+            .mark_complete(self.entries.len() as u64, journal_hash(&self.entries));
         self.sums_ok = true;
         // Until the directory is synced, the rename may not survive a crash
         // of the machine; if this fails, refolding the chunk later is
@@ -568,12 +630,17 @@ impl Accumulator {
         self.sums.mark_incomplete();
         if !self.entries.is_empty() {
             let Some(journal) = self.journal.clone() else {
-                return Err(self.unusable("lost its running sums, and a scratch accumulator cannot rebuild them"));
+                return Err(self.unusable(
+                    "lost its running sums, and a scratch accumulator cannot rebuild them",
+                ));
             };
             let dir = self.dir.clone();
             let refold = |e: MergeError| -> MergeError {
                 if e.is_bad_input() {
-                    MergeError::Accumulator { dir: dir.clone(), detail: format!("cannot refold its journaled partial: {e}") }
+                    MergeError::Accumulator {
+                        dir: dir.clone(),
+                        detail: format!("cannot refold its journaled partial: {e}"),
+                    }
                 } else {
                     e
                 }
@@ -597,13 +664,17 @@ impl Accumulator {
                 added.map_err(refold)?;
             }
         }
-        self.sums.mark_complete(self.entries.len() as u64, journal_hash(&self.entries));
+        self.sums
+            .mark_complete(self.entries.len() as u64, journal_hash(&self.entries));
         self.sums_ok = true;
         Ok(())
     }
 
     fn unusable(&self, detail: &str) -> MergeError {
-        MergeError::Accumulator { dir: self.dir.clone(), detail: detail.to_owned() }
+        MergeError::Accumulator {
+            dir: self.dir.clone(),
+            detail: detail.to_owned(),
+        }
     }
 
     /// Removes the accumulator and its directory, journal included: call it
@@ -612,7 +683,12 @@ impl Accumulator {
     /// partials). The manifest goes first, so a crash in the middle leaves a
     /// directory that [`Accumulator::open`] refuses rather than half a frame.
     pub fn discard(self) -> Result<()> {
-        let Self { dir, sums, _lock: lock, .. } = self;
+        let Self {
+            dir,
+            sums,
+            _lock: lock,
+            ..
+        } = self;
         remove_if_present(&dir.join(MANIFEST))?;
         sync_dir(&dir)?;
         drop(sums);
@@ -623,7 +699,10 @@ impl Accumulator {
 
     /// Samples folded so far: the sum of the folded chunks' `samples`.
     pub fn total_samples(&self) -> u64 {
-        self.entries.iter().map(|e| u64::from(e.chunk.samples)).sum()
+        self.entries
+            .iter()
+            .map(|e| u64::from(e.chunk.samples))
+            .sum()
     }
 
     /// Ids of the folded chunks, in fold order.
@@ -633,7 +712,10 @@ impl Accumulator {
 
     /// The chunk folded as holding sample 0, if it has arrived.
     pub fn sample_zero_chunk(&self) -> Option<i64> {
-        self.entries.iter().find(|e| e.chunk.holds_sample_zero).map(|e| e.chunk.id)
+        self.entries
+            .iter()
+            .find(|e| e.chunk.holds_sample_zero)
+            .map(|e| e.chunk.id)
     }
 
     /// The frame's layout.
@@ -652,7 +734,9 @@ impl Accumulator {
             return Err(self.unusable("has no partial folded yet"));
         }
         if !self.sums_ok {
-            return Err(self.unusable("lost its running sums (they could not be rebuilt); reopen it"));
+            return Err(
+                self.unusable("lost its running sums (they could not be rebuilt); reopen it")
+            );
         }
         Ok(self.sums.values())
     }
@@ -674,7 +758,11 @@ fn describe(chunk: &ChunkInfo) -> String {
     format!(
         "{} samples{}",
         chunk.samples,
-        if chunk.holds_sample_zero { " including sample 0" } else { "" }
+        if chunk.holds_sample_zero {
+            " including sample 0"
+        } else {
+            ""
+        }
     )
 }
 
@@ -685,16 +773,44 @@ mod tests {
     #[test]
     fn entry_names_round_trip() {
         for chunk in [
-            ChunkInfo { id: 7, samples: 12, holds_sample_zero: false },
-            ChunkInfo { id: -3, samples: 1, holds_sample_zero: true },
-            ChunkInfo { id: i64::MAX, samples: u32::MAX, holds_sample_zero: false },
+            ChunkInfo {
+                id: 7,
+                samples: 12,
+                holds_sample_zero: false,
+            },
+            ChunkInfo {
+                id: -3,
+                samples: 1,
+                holds_sample_zero: true,
+            },
+            ChunkInfo {
+                id: i64::MAX,
+                samples: u32::MAX,
+                holds_sample_zero: false,
+            },
         ] {
             let name = entry_name(42, &chunk);
             let entry = parse_entry(&name).expect("parses");
             assert_eq!((entry.seq, entry.chunk), (42, chunk), "{name}");
         }
-        assert_eq!(entry_name(3, &ChunkInfo { id: 9, samples: 5, holds_sample_zero: true }), "000003.chunk9.samples5.zero.exr");
-        for bad in ["incoming.tmp", "x.chunk1.samples2.exr", "1.chunk1.samples0.exr", "1.chunk1.samples2.one.exr", "1.chunk1.exr"] {
+        assert_eq!(
+            entry_name(
+                3,
+                &ChunkInfo {
+                    id: 9,
+                    samples: 5,
+                    holds_sample_zero: true
+                }
+            ),
+            "000003.chunk9.samples5.zero.exr"
+        );
+        for bad in [
+            "incoming.tmp",
+            "x.chunk1.samples2.exr",
+            "1.chunk1.samples0.exr",
+            "1.chunk1.samples2.one.exr",
+            "1.chunk1.exr",
+        ] {
             assert!(parse_entry(bad).is_none(), "{bad}");
         }
     }

@@ -61,12 +61,17 @@ impl Report {
 
     /// The channel with the largest value of `key`.
     pub fn worst_by(&self, key: impl Fn(&ChannelDiff) -> f64) -> Option<&ChannelDiff> {
-        self.channels.iter().max_by(|a, b| key(a).total_cmp(&key(b)))
+        self.channels
+            .iter()
+            .max_by(|a, b| key(a).total_cmp(&key(b)))
     }
 
     /// Channels whose `max_rel_design` exceeds `tolerance`.
     pub fn failing_design(&self, tolerance: f64) -> Vec<&ChannelDiff> {
-        self.channels.iter().filter(|c| c.max_rel_design.is_nan() || c.max_rel_design > tolerance).collect()
+        self.channels
+            .iter()
+            .filter(|c| c.max_rel_design.is_nan() || c.max_rel_design > tolerance)
+            .collect()
     }
 
     /// A plain-text table, one channel per line.
@@ -107,7 +112,12 @@ pub struct Planes {
 pub fn read_planes(path: &Path) -> Result<Planes> {
     let partial = Partial::open(path)?;
     let header = partial.header();
-    let names: Vec<String> = header.channels.list.iter().map(|c| c.name.to_string()).collect();
+    let names: Vec<String> = header
+        .channels
+        .list
+        .iter()
+        .map(|c| c.name.to_string())
+        .collect();
     let (width, height) = (header.layer_size.width(), header.layer_size.height());
     let channels = names.len();
     // Decode in file layout (row, channel, x), then split into planes.
@@ -122,7 +132,12 @@ pub fn read_planes(path: &Path) -> Result<Planes> {
             plane[y * width..][..width].copy_from_slice(&row[c * width..][..width]);
         }
     }
-    Ok(Planes { names, width, height, planes })
+    Ok(Planes {
+        names,
+        width,
+        height,
+        planes,
+    })
 }
 
 fn magnitude(v: f32) -> f64 {
@@ -190,7 +205,11 @@ fn diff_channel(name: &str, width: usize, a: &[f32], b: &[f32]) -> ChannelDiff {
         let scale = x.abs().max(y.abs());
         d.max_abs = d.max_abs.max(diff);
         d.max_rel = d.max_rel.max(diff / scale.max(1e-6));
-        let design = if floor > 0.0 { diff / scale.max(floor) } else { diff / scale.max(1e-6) };
+        let design = if floor > 0.0 {
+            diff / scale.max(floor)
+        } else {
+            diff / scale.max(1e-6)
+        };
         if design > d.max_rel_design {
             d.max_rel_design = design;
             d.worst_pixel = (i % width.max(1), i / width.max(1));

@@ -161,7 +161,10 @@ impl MergeError {
 
     /// Wraps an I/O error with the path it concerns.
     pub(crate) fn io(path: &Path, source: std::io::Error) -> Self {
-        Self::Io { path: path.to_path_buf(), source }
+        Self::Io {
+            path: path.to_path_buf(),
+            source,
+        }
     }
 
     /// Translates an error of the `exr` crate met while reading `path`.
@@ -173,11 +176,18 @@ impl MergeError {
             // How the `exr` crate reports an unexpected end of file.
             E::Invalid(what) if what == "reference to missing bytes" => Self::Truncated { path },
             E::Io(source) => Self::Io { path, source },
-            E::NotSupported(what) => {
-                Self::Unsupported { path, detail: format!("uses an unsupported feature: {what}") }
-            }
-            E::Invalid(what) => Self::Corrupt { path, detail: what.into_owned() },
-            E::Aborted => Self::Corrupt { path, detail: "reading was aborted".to_owned() },
+            E::NotSupported(what) => Self::Unsupported {
+                path,
+                detail: format!("uses an unsupported feature: {what}"),
+            },
+            E::Invalid(what) => Self::Corrupt {
+                path,
+                detail: what.into_owned(),
+            },
+            E::Aborted => Self::Corrupt {
+                path,
+                detail: "reading was aborted".to_owned(),
+            },
         }
     }
 }

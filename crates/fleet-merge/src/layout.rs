@@ -115,7 +115,9 @@ pub(crate) fn classify(names: &[String], views: &[String]) -> Vec<MergeRule> {
             if parts.pass.starts_with("Crypto") || SAMPLE_ZERO_PASSES.contains(&parts.pass) {
                 return MergeRule::FromSampleZero;
             }
-            if let Some((_, color_pass)) = LIGHT_PASSES.iter().find(|(light, _)| *light == parts.pass) {
+            if let Some((_, color_pass)) =
+                LIGHT_PASSES.iter().find(|(light, _)| *light == parts.pass)
+            {
                 let color_name = format!("{}{}{}", parts.prefix, color_pass, parts.suffix);
                 if let Some(color) = names.iter().position(|n| *n == color_name) {
                     return MergeRule::LightOverColor { color };
@@ -129,9 +131,18 @@ pub(crate) fn classify(names: &[String], views: &[String]) -> Vec<MergeRule> {
 impl Layout {
     /// Builds the layout of a partial from its (already checked) header.
     pub(crate) fn from_header(header: Header) -> Self {
-        let names: Vec<String> = header.channels.list.iter().map(|c| c.name.to_string()).collect();
+        let names: Vec<String> = header
+            .channels
+            .list
+            .iter()
+            .map(|c| c.name.to_string())
+            .collect();
         let rules = classify(&names, &views_of(&header));
-        let channels = names.into_iter().zip(rules).map(|(name, rule)| Channel { name, rule }).collect();
+        let channels = names
+            .into_iter()
+            .zip(rules)
+            .map(|(name, rule)| Channel { name, rule })
+            .collect();
         let size = header.layer_size;
         Self {
             width: u32::try_from(size.width()).unwrap_or(u32::MAX),
@@ -172,7 +183,10 @@ impl Layout {
     pub(crate) fn check_rules(&self) -> Result<()> {
         for channel in &self.channels {
             if let MergeRule::LightOverColor { color } = channel.rule {
-                let ok = self.channels.get(color).is_some_and(|c| c.rule == MergeRule::WeightedMean);
+                let ok = self
+                    .channels
+                    .get(color)
+                    .is_some_and(|c| c.rule == MergeRule::WeightedMean);
                 if !ok {
                     return Err(MergeError::Invalid(format!(
                         "channel `{}` is divided by channel #{color}, which is not a weighted-mean colour channel",
@@ -193,8 +207,12 @@ impl Layout {
             if !matches!(channel.rule, MergeRule::LightOverColor { .. }) {
                 continue;
             }
-            let Some(parts) = split_name(&channel.name, &views) else { continue };
-            let Some(stem) = parts.suffix.strip_suffix(".R") else { continue };
+            let Some(parts) = split_name(&channel.name, &views) else {
+                continue;
+            };
+            let Some(stem) = parts.suffix.strip_suffix(".R") else {
+                continue;
+            };
             let find = |component: &str| {
                 let name = format!("{}{}{}.{component}", parts.prefix, parts.pass, stem);
                 self.channel_index(&name)
@@ -216,14 +234,22 @@ impl Layout {
         for channel in &self.channels {
             if let Some(parts) = split_name(&channel.name, &views) {
                 if parts.pass == "Combined" {
-                    prefixes.push(format!("{}Combined{}", parts.prefix, parts.suffix.rsplit_once('.').map_or("", |s| s.0)));
+                    prefixes.push(format!(
+                        "{}Combined{}",
+                        parts.prefix,
+                        parts.suffix.rsplit_once('.').map_or("", |s| s.0)
+                    ));
                 }
             }
         }
         prefixes.push(String::new());
         prefixes.into_iter().find_map(|stem| {
             let find = |c: &str| {
-                let name = if stem.is_empty() { c.to_owned() } else { format!("{stem}.{c}") };
+                let name = if stem.is_empty() {
+                    c.to_owned()
+                } else {
+                    format!("{stem}.{c}")
+                };
                 self.channel_index(&name)
             };
             Some(([find("R")?, find("G")?, find("B")?], find("A")))
@@ -250,14 +276,23 @@ impl Layout {
     /// Restores the header written by [`Layout::write_header_file`], with the
     /// given channels (whose names must match the header's).
     pub(crate) fn read_header_file(path: &Path, channels: Vec<Channel>) -> Result<Self> {
-        let meta = MetaData::read_from_file(path, false).map_err(|e| MergeError::from_exr(path, e))?;
-        let header = meta.headers.into_iter().next().ok_or_else(|| MergeError::Corrupt {
-            path: path.to_path_buf(),
-            detail: "no header".to_owned(),
-        })?;
+        let meta =
+            MetaData::read_from_file(path, false).map_err(|e| MergeError::from_exr(path, e))?;
+        let header = meta
+            .headers
+            .into_iter()
+            .next()
+            .ok_or_else(|| MergeError::Corrupt {
+                path: path.to_path_buf(),
+                detail: "no header".to_owned(),
+            })?;
         let mut layout = Self::from_header(header);
         let same = layout.channels.len() == channels.len()
-            && layout.channels.iter().zip(&channels).all(|(a, b)| a.name == b.name);
+            && layout
+                .channels
+                .iter()
+                .zip(&channels)
+                .all(|(a, b)| a.name == b.name);
         if !same {
             return Err(MergeError::Corrupt {
                 path: path.to_path_buf(),
@@ -270,16 +305,25 @@ impl Layout {
 
     /// The header for the merged file: the partials' header with `compression`
     /// and every `cycles.<layer>.samples` attribute set to `total_samples`.
-    pub(crate) fn output_header(&self, compression: exr::compression::Compression, total_samples: u64) -> Header {
+    pub(crate) fn output_header(
+        &self,
+        compression: exr::compression::Compression,
+        total_samples: u64,
+    ) -> Header {
         let mut header = self.header.clone();
         let (blocks, line_order) = (header.blocks, header.line_order);
         header = header.with_encoding(compression, blocks, line_order);
-        for attributes in [&mut header.own_attributes.other, &mut header.shared_attributes.other] {
+        for attributes in [
+            &mut header.own_attributes.other,
+            &mut header.shared_attributes.other,
+        ] {
             for (name, value) in attributes.iter_mut() {
                 let name = name.to_string();
                 if name.starts_with("cycles.") && name.ends_with(".samples") {
                     *value = match value {
-                        AttributeValue::I32(_) => AttributeValue::I32(i32::try_from(total_samples).unwrap_or(i32::MAX)),
+                        AttributeValue::I32(_) => {
+                            AttributeValue::I32(i32::try_from(total_samples).unwrap_or(i32::MAX))
+                        }
                         AttributeValue::F32(_) => AttributeValue::F32(total_samples as f32),
                         _ => AttributeValue::Text(Text::from(total_samples.to_string().as_str())),
                     };
@@ -349,6 +393,13 @@ mod tests {
     fn multi_view_names_skip_the_view() {
         let n = names(&["L.DiffCol.left.R", "L.DiffDir.left.R", "L.Depth.left.Z"]);
         let rules = classify(&n, &["left".to_owned(), "right".to_owned()]);
-        assert_eq!(rules, vec![MergeRule::WeightedMean, MergeRule::LightOverColor { color: 0 }, MergeRule::Min]);
+        assert_eq!(
+            rules,
+            vec![
+                MergeRule::WeightedMean,
+                MergeRule::LightOverColor { color: 0 },
+                MergeRule::Min
+            ]
+        );
     }
 }

@@ -66,11 +66,14 @@ pub use partial::validate_partial;
 /// through a temporary scratch accumulator (no journal, nothing synced but
 /// `out`). The first partial's header defines the frame.
 pub fn merge_files(partials: &[(PathBuf, ChunkInfo)], out: &Path) -> Result<(), MergeError> {
-    let (first, _) = partials
-        .first()
-        .ok_or_else(|| MergeError::Invalid(format!("no partials to merge into `{}`", out.display())))?;
+    let (first, _) = partials.first().ok_or_else(|| {
+        MergeError::Invalid(format!("no partials to merge into `{}`", out.display()))
+    })?;
     let layout = read_layout(first)?;
-    let scratch_parent = out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let scratch_parent = out
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     let scratch = tempfile::Builder::new()
         .prefix(".merge-")
         .tempdir_in(scratch_parent)

@@ -80,7 +80,13 @@ impl Encoder {
         thread_local! {
             static ENCODER: std::cell::RefCell<Option<Encoder>> = const { std::cell::RefCell::new(None) };
         }
-        let new = || Self { compressor: None, values: Vec::new(), split: Vec::new(), prepared: Vec::new(), compressed: Vec::new() };
+        let new = || Self {
+            compressor: None,
+            values: Vec::new(),
+            split: Vec::new(),
+            prepared: Vec::new(),
+            compressed: Vec::new(),
+        };
         ENCODER.with(|cell| match cell.try_borrow_mut() {
             Ok(mut slot) => f(slot.get_or_insert_with(new)),
             Err(_) => f(&mut new()),
@@ -95,17 +101,32 @@ impl Encoder {
         let y0 = index * job.rows_per_block;
         let rows = job.rows_per_block.min(height - y0);
         let state = &job.sums[y0 * row_len..(y0 + rows) * row_len];
-        state::finish_rows(layout, job.triples, job.total, state, None, &mut self.values);
-        let raw = |values: &[f32]| values.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>();
+        state::finish_rows(
+            layout,
+            job.triples,
+            job.total,
+            state,
+            None,
+            &mut self.values,
+        );
+        let raw = |values: &[f32]| {
+            values
+                .iter()
+                .flat_map(|v| v.to_le_bytes())
+                .collect::<Vec<u8>>()
+        };
         let data = match job.codec {
             ExrCodec::Zip | ExrCodec::Zips => {
                 let compressor = self.compressor.get_or_insert_with(|| {
-                    libdeflater::Compressor::new(libdeflater::CompressionLvl::new(ZIP_LEVEL).unwrap_or_default())
+                    libdeflater::Compressor::new(
+                        libdeflater::CompressionLvl::new(ZIP_LEVEL).unwrap_or_default(),
+                    )
                 });
                 zip_prepare(&self.values, &mut self.split, &mut self.prepared);
                 // One byte less than raw: if it does not fit, store raw, as
                 // OpenEXR does.
-                self.compressed.resize(self.prepared.len().saturating_sub(1), 0);
+                self.compressed
+                    .resize(self.prepared.len().saturating_sub(1), 0);
                 match compressor.zlib_compress(&self.prepared, &mut self.compressed) {
                     Ok(n) if n > 0 => self.compressed[..n].to_vec(),
                     _ => raw(&self.values),
@@ -122,9 +143,9 @@ impl Encoder {
                     },
                     data: self.values.iter().flat_map(|v| v.to_ne_bytes()).collect(),
                 };
-                return block
-                    .compress_to_chunk(job.headers)
-                    .map_err(|e| MergeError::Invalid(format!("a block cannot be compressed: {e}")));
+                return block.compress_to_chunk(job.headers).map_err(|e| {
+                    MergeError::Invalid(format!("a block cannot be compressed: {e}"))
+                });
             }
         };
         let origin = job.headers[0].own_attributes.layer_position.y();
@@ -140,7 +161,10 @@ impl Encoder {
 
 /// `<out>.partial` beside `out`: written first, then renamed over `out`.
 fn temp_beside(out: &Path) -> PathBuf {
-    let mut name = out.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+    let mut name = out
+        .file_name()
+        .map(|n| n.to_os_string())
+        .unwrap_or_default();
     name.push(".partial");
     out.with_file_name(name)
 }
@@ -154,8 +178,13 @@ fn finish_file(tmp: &Path, out: &Path, file: File) -> Result<()> {
     fs::rename(tmp, out).map_err(|e| MergeError::io(out, e))?;
     #[cfg(unix)]
     {
-        let parent = out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-        File::open(parent).and_then(|d| d.sync_all()).map_err(|e| MergeError::io(parent, e))?;
+        let parent = out
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        File::open(parent)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| MergeError::io(parent, e))?;
     }
     Ok(())
 }
@@ -200,8 +229,10 @@ impl Accumulator {
             let window = rayon::current_num_threads() * 4;
             for start in (0..blocks).step_by(window) {
                 let end = (start + window).min(blocks);
-                let encoded: Vec<Result<Chunk>> =
-                    (start..end).into_par_iter().map(|i| Encoder::with(|e| e.encode(&job, i))).collect();
+                let encoded: Vec<Result<Chunk>> = (start..end)
+                    .into_par_iter()
+                    .map(|i| Encoder::with(|e| e.encode(&job, i)))
+                    .collect();
                 for (i, chunk) in (start..end).zip(encoded) {
                     match chunk {
                         Ok(chunk) => chunks.write_chunk(i, chunk)?,
@@ -229,7 +260,9 @@ impl Accumulator {
             });
         }
         writer.flush().map_err(|e| MergeError::io(&tmp, e))?;
-        let file = writer.into_inner().map_err(|e| MergeError::io(&tmp, e.into_error()))?;
+        let file = writer
+            .into_inner()
+            .map_err(|e| MergeError::io(&tmp, e.into_error()))?;
         finish_file(&tmp, out, file)
     }
 
@@ -241,7 +274,10 @@ impl Accumulator {
     pub fn write_png(&self, out: &Path, max_side: Option<u32>) -> Result<()> {
         let layout = self.layout();
         let ([r, g, b], a) = layout.combined_channels().ok_or_else(|| {
-            MergeError::Invalid(format!("the frame has no Combined pass to preview in `{}`", out.display()))
+            MergeError::Invalid(format!(
+                "the frame has no Combined pass to preview in `{}`",
+                out.display()
+            ))
         })?;
         let sums = self.sums()?;
         let (w, h) = (layout.width as usize, layout.height as usize);
@@ -249,11 +285,17 @@ impl Accumulator {
         let longest = w.max(h);
         let limit = max_side.map_or(longest, |m| (m as usize).max(1));
         let (ow, oh) = if longest > limit {
-            ((w * limit).div_ceil(longest).max(1), (h * limit).div_ceil(longest).max(1))
+            (
+                (w * limit).div_ceil(longest).max(1),
+                (h * limit).div_ceil(longest).max(1),
+            )
         } else {
             (w, h)
         };
-        let picked: Vec<usize> = [Some(r), Some(g), Some(b), a].into_iter().flatten().collect();
+        let picked: Vec<usize> = [Some(r), Some(g), Some(b), a]
+            .into_iter()
+            .flatten()
+            .collect();
         let mut wanted = vec![false; layout.channels.len()];
         for &c in &picked {
             wanted[c] = true;
@@ -289,7 +331,11 @@ impl Accumulator {
                     let alpha = sums_row[o * 4 + 3] / n;
                     for c in 0..3 {
                         let premultiplied = sums_row[o * 4 + c] / n;
-                        let straight = if a.is_some() && alpha > 0.0 { premultiplied / alpha } else { premultiplied };
+                        let straight = if a.is_some() && alpha > 0.0 {
+                            premultiplied / alpha
+                        } else {
+                            premultiplied
+                        };
                         pixels.push(to_srgb8(straight));
                     }
                     if a.is_some() {
@@ -305,16 +351,24 @@ impl Accumulator {
         let mut buffered = BufWriter::new(file);
         {
             let mut encoder = png::Encoder::new(&mut buffered, ow as u32, oh as u32);
-            encoder.set_color(if a.is_some() { png::ColorType::Rgba } else { png::ColorType::Rgb });
+            encoder.set_color(if a.is_some() {
+                png::ColorType::Rgba
+            } else {
+                png::ColorType::Rgb
+            });
             encoder.set_depth(png::BitDepth::Eight);
             encoder.set_source_srgb(png::SrgbRenderingIntent::Perceptual);
             encoder.set_compression(png::Compression::Fast);
-            let png_err = |e: png::EncodingError| MergeError::Invalid(format!("`{}` cannot be written: {e}", out.display()));
+            let png_err = |e: png::EncodingError| {
+                MergeError::Invalid(format!("`{}` cannot be written: {e}", out.display()))
+            };
             let mut png_writer = encoder.write_header().map_err(png_err)?;
             png_writer.write_image_data(&pixels).map_err(png_err)?;
             png_writer.finish().map_err(png_err)?;
         }
-        let file = buffered.into_inner().map_err(|e| MergeError::io(&tmp, e.into_error()))?;
+        let file = buffered
+            .into_inner()
+            .map_err(|e| MergeError::io(&tmp, e.into_error()))?;
         finish_file(&tmp, out, file)
     }
 }
@@ -327,7 +381,15 @@ fn smallvec_of(header: exr::meta::header::Header) -> exr::meta::Headers {
 
 /// Linear value to 8-bit sRGB, clamped.
 pub(crate) fn to_srgb8(linear: f64) -> u8 {
-    let c = if linear.is_nan() { 0.0 } else { linear.clamp(0.0, 1.0) };
-    let encoded = if c <= 0.003_130_8 { 12.92 * c } else { 1.055 * c.powf(1.0 / 2.4) - 0.055 };
+    let c = if linear.is_nan() {
+        0.0
+    } else {
+        linear.clamp(0.0, 1.0)
+    };
+    let encoded = if c <= 0.003_130_8 {
+        12.92 * c
+    } else {
+        1.055 * c.powf(1.0 / 2.4) - 0.055
+    };
     (encoded * 255.0).round() as u8
 }

@@ -70,7 +70,11 @@ pub(crate) struct Scratch {
 
 impl Scratch {
     fn new() -> Self {
-        Self { inflater: libdeflater::Decompressor::new(), bytes: Vec::new(), values: Vec::new() }
+        Self {
+            inflater: libdeflater::Decompressor::new(),
+            bytes: Vec::new(),
+            values: Vec::new(),
+        }
     }
 
     /// Runs `f` with this thread's scratch buffers, which live as long as the
@@ -91,17 +95,27 @@ impl Scratch {
 /// whose channels all hold 32-bit floats at full resolution, and returns its
 /// header.
 fn single_scanline_header(path: &Path, meta: MetaData) -> Result<Header> {
-    let unsupported = |detail: String| MergeError::Unsupported { path: path.to_path_buf(), detail };
+    let unsupported = |detail: String| MergeError::Unsupported {
+        path: path.to_path_buf(),
+        detail,
+    };
     let mut headers = meta.headers;
     if headers.len() != 1 {
-        return Err(unsupported(format!("has {} parts; only single-part files can be merged", headers.len())));
+        return Err(unsupported(format!(
+            "has {} parts; only single-part files can be merged",
+            headers.len()
+        )));
     }
     let header = headers.swap_remove(0);
     if header.deep {
-        return Err(unsupported("holds deep data; only flat images can be merged".to_owned()));
+        return Err(unsupported(
+            "holds deep data; only flat images can be merged".to_owned(),
+        ));
     }
     if let BlockDescription::Tiles(_) = header.blocks {
-        return Err(unsupported("is tiled; only scanline files can be merged".to_owned()));
+        return Err(unsupported(
+            "is tiled; only scanline files can be merged".to_owned(),
+        ));
     }
     for channel in &header.channels.list {
         if channel.sample_type != SampleType::F32 {
@@ -116,7 +130,10 @@ fn single_scanline_header(path: &Path, meta: MetaData) -> Result<Header> {
             });
         }
         if channel.sampling.x() != 1 || channel.sampling.y() != 1 {
-            return Err(unsupported(format!("subsamples channel `{}`", channel.name)));
+            return Err(unsupported(format!(
+                "subsamples channel `{}`",
+                channel.name
+            )));
         }
     }
     Ok(header)
@@ -124,7 +141,9 @@ fn single_scanline_header(path: &Path, meta: MetaData) -> Result<Header> {
 
 fn check_magic(path: &Path, start: &[u8]) -> Result<()> {
     if start.len() < 4 || start[..4] != exr::meta::magic_number::BYTES {
-        return Err(MergeError::NotExr { path: path.to_path_buf() });
+        return Err(MergeError::NotExr {
+            path: path.to_path_buf(),
+        });
     }
     Ok(())
 }
@@ -147,18 +166,28 @@ pub(crate) fn read_header(path: &Path) -> Result<Header> {
 
 /// Little-endian reads at a position, `None` past the end.
 fn u32_at(bytes: &[u8], at: usize) -> Option<u32> {
-    Some(u32::from_le_bytes(bytes.get(at..at.checked_add(4)?)?.try_into().ok()?))
+    Some(u32::from_le_bytes(
+        bytes.get(at..at.checked_add(4)?)?.try_into().ok()?,
+    ))
 }
 
 fn u64_at(bytes: &[u8], at: usize) -> Option<u64> {
-    Some(u64::from_le_bytes(bytes.get(at..at.checked_add(8)?)?.try_into().ok()?))
+    Some(u64::from_le_bytes(
+        bytes.get(at..at.checked_add(8)?)?.try_into().ok()?,
+    ))
 }
 
 /// Position of the first byte after the header(s): attribute lists end with
 /// an empty name; in multi-part files the list of headers ends with another
 /// empty name.
 fn end_of_headers(bytes: &[u8], multipart: bool) -> Option<usize> {
-    let cstr_end = |at: usize| bytes.get(at..)?.iter().position(|&b| b == 0).map(|n| at + n);
+    let cstr_end = |at: usize| {
+        bytes
+            .get(at..)?
+            .iter()
+            .position(|&b| b == 0)
+            .map(|n| at + n)
+    };
     let mut at = 8;
     loop {
         loop {
@@ -200,17 +229,27 @@ impl Partial {
         let meta = MetaData::read_from_buffered(Cursor::new(&bytes[..]), false)
             .map_err(|e| MergeError::from_exr(path, e))?;
         let header = single_scanline_header(path, meta)?;
-        let mut partial = Self { path: path.to_path_buf(), bytes, header, blocks: Vec::new() };
+        let mut partial = Self {
+            path: path.to_path_buf(),
+            bytes,
+            header,
+            blocks: Vec::new(),
+        };
         partial.blocks = partial.block_table()?;
         Ok(partial)
     }
 
     fn corrupt(&self, detail: impl Into<String>) -> MergeError {
-        MergeError::Corrupt { path: self.path.clone(), detail: detail.into() }
+        MergeError::Corrupt {
+            path: self.path.clone(),
+            detail: detail.into(),
+        }
     }
 
     fn truncated(&self) -> MergeError {
-        MergeError::Truncated { path: self.path.clone() }
+        MergeError::Truncated {
+            path: self.path.clone(),
+        }
     }
 
     /// Reads the offset table and checks every block's position, line and
@@ -219,13 +258,17 @@ impl Partial {
         let bytes = &self.bytes[..];
         let flags = u32_at(bytes, 4).ok_or_else(|| self.truncated())?;
         let multipart = flags & 0x1000 != 0;
-        let table = end_of_headers(bytes, multipart).ok_or_else(|| self.corrupt("its header cannot be delimited"))?;
+        let table = end_of_headers(bytes, multipart)
+            .ok_or_else(|| self.corrupt("its header cannot be delimited"))?;
         let header = &self.header;
         let height = header.layer_size.height();
         let per_block = header.compression.scan_lines_per_block();
         let count = height.div_ceil(per_block);
         if header.chunk_count != count {
-            return Err(self.corrupt(format!("its header announces {} pixel blocks instead of {count}", header.chunk_count)));
+            return Err(self.corrupt(format!(
+                "its header announces {} pixel blocks instead of {count}",
+                header.chunk_count
+            )));
         }
         let table_end = table + 8 * count;
         if table_end > bytes.len() {
@@ -245,24 +288,41 @@ impl Partial {
                 return Err(self.truncated());
             }
             if offset < table_end {
-                return Err(self.corrupt(format!("the pixel block at line {y0} points into the header")));
+                return Err(self.corrupt(format!(
+                    "the pixel block at line {y0} points into the header"
+                )));
             }
             let field = |at: usize| u32_at(bytes, offset + at).ok_or_else(|| self.truncated());
             if multipart && field(0)? != 0 {
-                return Err(self.corrupt(format!("the pixel block at line {y0} belongs to another part")));
+                return Err(self.corrupt(format!(
+                    "the pixel block at line {y0} belongs to another part"
+                )));
             }
             let y = i64::from(field(prefix - 8)? as i32);
             if y != min_y + y0 as i64 {
-                return Err(self.corrupt(format!("the pixel block at line {y0} is misplaced or repeated")));
+                return Err(self.corrupt(format!(
+                    "the pixel block at line {y0} is misplaced or repeated"
+                )));
             }
             let size = field(prefix - 4)? as i32;
-            let size = usize::try_from(size).map_err(|_| self.corrupt(format!("the pixel block at line {y0} has a negative size")))?;
+            let size = usize::try_from(size).map_err(|_| {
+                self.corrupt(format!("the pixel block at line {y0} has a negative size"))
+            })?;
             if size > rows * row_bytes {
-                return Err(self.corrupt(format!("the pixel block at line {y0} is larger than its pixels")));
+                return Err(self.corrupt(format!(
+                    "the pixel block at line {y0} is larger than its pixels"
+                )));
             }
             let start = offset + prefix;
-            let end = start.checked_add(size).filter(|&e| e <= bytes.len()).ok_or_else(|| self.truncated())?;
-            blocks.push(Block { y0, rows, data: start..end });
+            let end = start
+                .checked_add(size)
+                .filter(|&e| e <= bytes.len())
+                .ok_or_else(|| self.truncated())?;
+            blocks.push(Block {
+                y0,
+                rows,
+                data: start..end,
+            });
         }
         Ok(blocks)
     }
@@ -300,7 +360,13 @@ impl Partial {
         if origin != expected_origin {
             return Err(MergeError::SizeMismatch {
                 path: path(),
-                found: format!("{}x{} at ({}, {})", size.width(), size.height(), origin.x(), origin.y()),
+                found: format!(
+                    "{}x{} at ({}, {})",
+                    size.width(),
+                    size.height(),
+                    origin.x(),
+                    origin.y()
+                ),
                 expected: format!(
                     "{}x{} at ({}, {})",
                     layout.width,
@@ -310,21 +376,39 @@ impl Partial {
                 ),
             });
         }
-        let names: Vec<String> = header.channels.list.iter().map(|c| c.name.to_string()).collect();
+        let names: Vec<String> = header
+            .channels
+            .list
+            .iter()
+            .map(|c| c.name.to_string())
+            .collect();
         for channel in &layout.channels {
             if !names.contains(&channel.name) {
-                return Err(MergeError::MissingChannel { path: path(), channel: channel.name.clone() });
+                return Err(MergeError::MissingChannel {
+                    path: path(),
+                    channel: channel.name.clone(),
+                });
             }
         }
         for name in &names {
             if layout.channel_index(name).is_none() {
-                return Err(MergeError::ExtraChannel { path: path(), channel: name.clone() });
+                return Err(MergeError::ExtraChannel {
+                    path: path(),
+                    channel: name.clone(),
+                });
             }
         }
         // OpenEXR keeps channel lists sorted, so equal sets mean equal order;
         // check anyway, since the block layout relies on it.
-        if names.iter().zip(&layout.channels).any(|(a, b)| *a != b.name) {
-            return Err(MergeError::Corrupt { path: path(), detail: "its channels are not in sorted order".to_owned() });
+        if names
+            .iter()
+            .zip(&layout.channels)
+            .any(|(a, b)| *a != b.name)
+        {
+            return Err(MergeError::Corrupt {
+                path: path(),
+                detail: "its channels are not in sorted order".to_owned(),
+            });
         }
         Ok(())
     }
@@ -340,11 +424,22 @@ impl Partial {
         if data.len() == expected {
             values.clear();
             // Uncompressed, or stored raw because compression did not help.
-            values.extend(data.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])));
+            values.extend(
+                data.chunks_exact(4)
+                    .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])),
+            );
         } else if matches!(compression, Compression::ZIP1 | Compression::ZIP16) {
-            let damaged = || self.corrupt(format!("the ZIP data of the pixel block at line {} is damaged", block.y0));
+            let damaged = || {
+                self.corrupt(format!(
+                    "the ZIP data of the pixel block at line {} is damaged",
+                    block.y0
+                ))
+            };
             scratch.bytes.resize(expected, 0);
-            let n = scratch.inflater.zlib_decompress(data, &mut scratch.bytes).map_err(|_| damaged())?;
+            let n = scratch
+                .inflater
+                .zlib_decompress(data, &mut scratch.bytes)
+                .map_err(|_| damaged())?;
             if n != expected {
                 return Err(damaged());
             }
@@ -352,15 +447,25 @@ impl Partial {
             values.resize(count, 0.0);
             unzip_values(&scratch.bytes, values);
         } else {
-            let bounds = IntegerBounds::new(Vec2(0, block.y0 as i32), Vec2(self.header.layer_size.width(), block.rows));
+            let bounds = IntegerBounds::new(
+                Vec2(0, block.y0 as i32),
+                Vec2(self.header.layer_size.width(), block.rows),
+            );
             let bytes = compression
                 .decompress_image_section_from_le(&self.header, data.to_vec(), bounds, false)
                 .map_err(|e| MergeError::from_exr(&self.path, e))?;
             if bytes.len() != expected {
-                return Err(self.corrupt(format!("the pixel block at line {} decodes to the wrong size", block.y0)));
+                return Err(self.corrupt(format!(
+                    "the pixel block at line {} decodes to the wrong size",
+                    block.y0
+                )));
             }
             values.clear();
-            values.extend(bytes.chunks_exact(4).map(|b| f32::from_ne_bytes([b[0], b[1], b[2], b[3]])));
+            values.extend(
+                bytes
+                    .chunks_exact(4)
+                    .map(|b| f32::from_ne_bytes([b[0], b[1], b[2], b[3]])),
+            );
         }
         Ok(values)
     }
@@ -374,12 +479,15 @@ impl Partial {
         F: Fn(&Block, &[f32], &mut [T]) -> Result<()> + Sync,
     {
         let rows = self.rows_per_block() * per_row;
-        target.par_chunks_mut(rows.max(1)).zip(self.blocks.par_iter()).try_for_each(|(rows, block)| {
-            Scratch::with(|scratch| {
-                let values = self.decode(block, scratch)?;
-                visit(block, values, rows)
+        target
+            .par_chunks_mut(rows.max(1))
+            .zip(self.blocks.par_iter())
+            .try_for_each(|(rows, block)| {
+                Scratch::with(|scratch| {
+                    let values = self.decode(block, scratch)?;
+                    visit(block, values, rows)
+                })
             })
-        })
     }
 
     /// Decodes every block in parallel, checking it, and hands it to `visit`.
@@ -495,7 +603,12 @@ fn unzip_sse2(lo: &[u8], hi: &[u8], values: &mut [f32], carry: &mut [u8; 2]) -> 
     let mut carry_lo = _mm_set1_epi8(carry[0] as i8);
     let mut carry_hi = _mm_set1_epi8(carry[1] as i8);
     let steps = values.len() / 8;
-    for ((l, h), out) in lo.chunks_exact(16).zip(hi.chunks_exact(16)).zip(values.chunks_exact_mut(8)).take(steps) {
+    for ((l, h), out) in lo
+        .chunks_exact(16)
+        .zip(hi.chunks_exact(16))
+        .zip(values.chunks_exact_mut(8))
+        .take(steps)
+    {
         let x = prefix(load(l), carry_lo);
         let y = prefix(load(h), carry_hi);
         carry_lo = broadcast_last(x);
@@ -526,7 +639,11 @@ pub(crate) fn zip_prepare(values: &[f32], split: &mut Vec<u8>, out: &mut Vec<u8>
     let half = n / 2;
     split.resize(n, 0);
     let (lo, hi) = split.split_at_mut(half);
-    for ((v, l), h) in values.iter().zip(lo.chunks_exact_mut(2)).zip(hi.chunks_exact_mut(2)) {
+    for ((v, l), h) in values
+        .iter()
+        .zip(lo.chunks_exact_mut(2))
+        .zip(hi.chunks_exact_mut(2))
+    {
         let b = v.to_le_bytes();
         l[0] = b[0];
         l[1] = b[2];
@@ -569,13 +686,18 @@ mod tests {
             bytes.push(s[k]);
             bytes.push(s[half + k]);
         }
-        bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect()
+        bytes
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect()
     }
 
     #[test]
     fn zip_preprocessing_round_trips_and_matches_openexr() {
         let mut state = 0x1234_5678_u32;
-        for count in [0_usize, 1, 2, 3, 4, 5, 7, 8, 9, 15, 16, 17, 24, 31, 64, 1001] {
+        for count in [
+            0_usize, 1, 2, 3, 4, 5, 7, 8, 9, 15, 16, 17, 24, 31, 64, 1001,
+        ] {
             let t: Vec<u8> = (0..count * 4)
                 .map(|_| {
                     state ^= state << 13;

@@ -33,34 +33,55 @@ pub(crate) struct FoldParams {
 }
 
 /// Folds decoded rows of a partial (`values`) into the same rows of the sums.
-pub(crate) fn fold_rows(rules: &[MergeRule], width: usize, values: &[f32], sums: &mut [Acc], params: FoldParams) {
+pub(crate) fn fold_rows(
+    rules: &[MergeRule],
+    width: usize,
+    values: &[f32],
+    sums: &mut [Acc],
+    params: FoldParams,
+) {
     debug_assert_eq!(values.len(), sums.len());
     let w = params.weight;
     let row_len = rules.len() * width;
-    for (vrow, srow) in values.chunks_exact(row_len).zip(sums.chunks_exact_mut(row_len)) {
+    for (vrow, srow) in values
+        .chunks_exact(row_len)
+        .zip(sums.chunks_exact_mut(row_len))
+    {
         for (c, rule) in rules.iter().enumerate() {
             let v = &vrow[c * width..(c + 1) * width];
             let s = &mut srow[c * width..(c + 1) * width];
             match *rule {
                 MergeRule::WeightedMean if params.first => {
-                    s.iter_mut().zip(v).for_each(|(s, &v)| *s = w * Acc::from(v));
+                    s.iter_mut()
+                        .zip(v)
+                        .for_each(|(s, &v)| *s = w * Acc::from(v));
                 }
                 MergeRule::WeightedMean => {
-                    s.iter_mut().zip(v).for_each(|(s, &v)| *s += w * Acc::from(v));
+                    s.iter_mut()
+                        .zip(v)
+                        .for_each(|(s, &v)| *s += w * Acc::from(v));
                 }
                 MergeRule::LightOverColor { color } => {
                     let col = &vrow[color * width..(color + 1) * width];
                     if params.first {
-                        s.iter_mut().zip(v).zip(col).for_each(|((s, &v), &c)| *s = w * Acc::from(v) * Acc::from(c));
+                        s.iter_mut()
+                            .zip(v)
+                            .zip(col)
+                            .for_each(|((s, &v), &c)| *s = w * Acc::from(v) * Acc::from(c));
                     } else {
-                        s.iter_mut().zip(v).zip(col).for_each(|((s, &v), &c)| *s += w * Acc::from(v) * Acc::from(c));
+                        s.iter_mut()
+                            .zip(v)
+                            .zip(col)
+                            .for_each(|((s, &v), &c)| *s += w * Acc::from(v) * Acc::from(c));
                     }
                 }
                 MergeRule::Min if params.first => {
                     s.iter_mut().zip(v).for_each(|(s, &v)| *s = Acc::from(v));
                 }
                 MergeRule::Min => {
-                    s.iter_mut().zip(v).for_each(|(s, &v)| *s = s.min(Acc::from(v)));
+                    s.iter_mut()
+                        .zip(v)
+                        .for_each(|(s, &v)| *s = s.min(Acc::from(v)));
                 }
                 MergeRule::FromSampleZero => {
                     if params.first || params.take_sample_zero {
@@ -86,7 +107,10 @@ pub(crate) fn finish_rows(
     let row_len = layout.channels.len() * width;
     out.clear();
     out.resize(state.len(), 0.0);
-    for (srow, orow) in state.chunks_exact(row_len).zip(out.chunks_exact_mut(row_len)) {
+    for (srow, orow) in state
+        .chunks_exact(row_len)
+        .zip(out.chunks_exact_mut(row_len))
+    {
         for (c, channel) in layout.channels.iter().enumerate() {
             if wanted.is_some_and(|w| !w[c]) {
                 continue;
@@ -97,7 +121,9 @@ pub(crate) fn finish_rows(
                 MergeRule::WeightedMean => {
                     // Divide rather than multiply by the inverse: the exact
                     // quotient keeps a merge of identical partials bit-exact.
-                    o.iter_mut().zip(s).for_each(|(o, &s)| *o = (s / total_weight) as f32);
+                    o.iter_mut()
+                        .zip(s)
+                        .for_each(|(o, &s)| *o = (s / total_weight) as f32);
                 }
                 MergeRule::LightOverColor { color } => {
                     let d = &srow[color * width..(color + 1) * width];
@@ -120,9 +146,17 @@ pub(crate) fn finish_rows(
             };
             let (cr, cg, cb) = (color_of(r), color_of(g), color_of(b));
             for x in 0..width {
-                let zero = [srow[cr * width + x] == 0.0, srow[cg * width + x] == 0.0, srow[cb * width + x] == 0.0];
+                let zero = [
+                    srow[cr * width + x] == 0.0,
+                    srow[cg * width + x] == 0.0,
+                    srow[cb * width + x] == 0.0,
+                ];
                 if zero.iter().any(|z| *z) {
-                    let mut rgb = [orow[r * width + x], orow[g * width + x], orow[b * width + x]];
+                    let mut rgb = [
+                        orow[r * width + x],
+                        orow[g * width + x],
+                        orow[b * width + x],
+                    ];
                     even_color(&mut rgb, zero);
                     orow[r * width + x] = rgb[0];
                     orow[g * width + x] = rgb[1];

@@ -61,8 +61,16 @@ impl SumsFile {
         let bytes = values
             .checked_mul(std::mem::size_of::<Acc>())
             .and_then(|b| b.checked_add(STAMP_BYTES))
-            .ok_or_else(|| MergeError::Invalid(format!("`{}`: the frame is too large", path.display())))?;
-        let file = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(path).map_err(io)?;
+            .ok_or_else(|| {
+                MergeError::Invalid(format!("`{}`: the frame is too large", path.display()))
+            })?;
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)
+            .map_err(io)?;
         if file.metadata().map_err(io)?.len() != bytes as u64 {
             file.set_len(0).map_err(io)?;
             file.set_len(bytes as u64).map_err(io)?;
@@ -155,4 +163,3 @@ impl SumsFile {
         self.map[40..40 + BOOT_ID_BYTES].copy_from_slice(&[b'x'; BOOT_ID_BYTES]);
     }
 }
-

@@ -24,7 +24,8 @@ pub(crate) fn boot_id() -> Option<[u8; BOOT_ID_BYTES]> {
 #[cfg(target_os = "linux")]
 pub(crate) fn reserve(file: &File, bytes: usize) -> std::io::Result<()> {
     use std::os::fd::AsRawFd;
-    let len = libc::off_t::try_from(bytes).map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
+    let len = libc::off_t::try_from(bytes)
+        .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
     // SAFETY: a plain system call on a file descriptor this function borrows.
     let rc = unsafe { libc::fallocate(file.as_raw_fd(), 0, 0, len) };
     if rc == 0 {
@@ -53,7 +54,9 @@ impl ReadMap {
         if file.metadata().map_err(io)?.len() == 0 {
             // Mapping an empty file fails on some systems; an empty partial
             // is simply not an OpenEXR file.
-            return Err(MergeError::NotExr { path: shown_as.to_path_buf() });
+            return Err(MergeError::NotExr {
+                path: shown_as.to_path_buf(),
+            });
         }
         // SAFETY: the file lies in the accumulator's directory, whose lock
         // this process holds, and the accumulator never writes to a partial

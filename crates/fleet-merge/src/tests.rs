@@ -6,7 +6,9 @@ use exr::prelude::*;
 
 use crate::accumulator::Crash;
 use crate::compare::read_planes;
-use crate::{read_layout, validate_partial, Accumulator, ChunkInfo, FoldOutcome, MergeError, MergeRule};
+use crate::{
+    read_layout, validate_partial, Accumulator, ChunkInfo, FoldOutcome, MergeError, MergeRule,
+};
 
 const W: usize = 7;
 const H: usize = 37; // more than two 16-line ZIP blocks, the last one short
@@ -34,12 +36,16 @@ impl<'a> Spec<'a> {
     }
 }
 
-fn layer_of(spec: &Spec<'_>, value: &dyn Fn(&str, usize, usize) -> f32) -> Layer<AnyChannels<FlatSamples>> {
+fn layer_of(
+    spec: &Spec<'_>,
+    value: &dyn Fn(&str, usize, usize) -> f32,
+) -> Layer<AnyChannels<FlatSamples>> {
     let channels: SmallVec<[AnyChannel<FlatSamples>; 4]> = spec
         .names
         .iter()
         .map(|&name| {
-            let values = (0..spec.width * spec.height).map(|i| value(name, i % spec.width, i / spec.width));
+            let values =
+                (0..spec.width * spec.height).map(|i| value(name, i % spec.width, i / spec.width));
             let samples = match spec.sample_type {
                 SampleType::F16 => FlatSamples::F16(values.map(f16::from_f32).collect()),
                 SampleType::U32 => FlatSamples::U32(values.map(|v| v as u32).collect()),
@@ -49,19 +55,37 @@ fn layer_of(spec: &Spec<'_>, value: &dyn Fn(&str, usize, usize) -> f32) -> Layer
         })
         .collect();
     let mut attributes = LayerAttributes::default();
-    attributes.other.insert(Text::from("BlenderMultiChannel"), AttributeValue::Text(Text::from("Blender V2.55.1 and newer")));
-    attributes.other.insert(Text::from("cycles.ViewLayer.samples"), AttributeValue::Text(Text::from("999")));
+    attributes.other.insert(
+        Text::from("BlenderMultiChannel"),
+        AttributeValue::Text(Text::from("Blender V2.55.1 and newer")),
+    );
+    attributes.other.insert(
+        Text::from("cycles.ViewLayer.samples"),
+        AttributeValue::Text(Text::from("999")),
+    );
     let encoding = Encoding {
         compression: spec.compression,
-        blocks: if spec.tiled { Blocks::Tiles(Vec2(8, 8)) } else { Blocks::ScanLines },
+        blocks: if spec.tiled {
+            Blocks::Tiles(Vec2(8, 8))
+        } else {
+            Blocks::ScanLines
+        },
         line_order: LineOrder::Increasing,
     };
-    Layer::new((spec.width, spec.height), attributes, encoding, AnyChannels::sort(channels))
+    Layer::new(
+        (spec.width, spec.height),
+        attributes,
+        encoding,
+        AnyChannels::sort(channels),
+    )
 }
 
 fn write_spec(path: &Path, spec: &Spec<'_>, value: impl Fn(&str, usize, usize) -> f32) {
     let image = Image::from_layer(layer_of(spec, &value));
-    image.write().to_file(path).expect("write synthetic partial");
+    image
+        .write()
+        .to_file(path)
+        .expect("write synthetic partial");
 }
 
 fn write_partial(path: &Path, names: &[&str], value: impl Fn(&str, usize, usize) -> f32) {
@@ -71,12 +95,20 @@ fn write_partial(path: &Path, names: &[&str], value: impl Fn(&str, usize, usize)
 /// Reads one channel of an EXR as a plane.
 fn plane(path: &Path, name: &str) -> Vec<f32> {
     let planes = read_planes(path).expect("read planes");
-    let i = planes.names.iter().position(|n| n == name).expect("channel present");
+    let i = planes
+        .names
+        .iter()
+        .position(|n| n == name)
+        .expect("channel present");
     planes.planes[i].clone()
 }
 
 fn chunk(id: i64, samples: u32, zero: bool) -> ChunkInfo {
-    ChunkInfo { id, samples, holds_sample_zero: zero }
+    ChunkInfo {
+        id,
+        samples,
+        holds_sample_zero: zero,
+    }
 }
 
 /// Writes partials, folds them in the given order, writes the merged EXR.
@@ -86,7 +118,9 @@ struct Fixture {
 
 impl Fixture {
     fn new() -> Self {
-        Self { dir: tempfile::tempdir().expect("tempdir") }
+        Self {
+            dir: tempfile::tempdir().expect("tempdir"),
+        }
     }
     fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
@@ -106,7 +140,9 @@ impl Fixture {
 
 /// A value that differs per partial, channel and pixel, not too regular.
 fn noise(seed: u32, name: &str, x: usize, y: usize) -> f32 {
-    let mut h = seed.wrapping_mul(0x9E37_79B9) ^ (x as u32).wrapping_mul(0x85EB_CA6B) ^ (y as u32).wrapping_mul(0xC2B2_AE35);
+    let mut h = seed.wrapping_mul(0x9E37_79B9)
+        ^ (x as u32).wrapping_mul(0x85EB_CA6B)
+        ^ (y as u32).wrapping_mul(0xC2B2_AE35);
     for b in name.bytes() {
         h = (h ^ u32::from(b)).wrapping_mul(0x0100_0193);
     }
@@ -116,12 +152,18 @@ fn noise(seed: u32, name: &str, x: usize, y: usize) -> f32 {
 #[test]
 fn weighted_mean_with_unequal_chunks() {
     let f = Fixture::new();
-    let names = ["ViewLayer.Combined.A", "ViewLayer.Combined.R", "ViewLayer.Normal.X"];
+    let names = [
+        "ViewLayer.Combined.A",
+        "ViewLayer.Combined.R",
+        "ViewLayer.Normal.X",
+    ];
     let weights = [3_u32, 5, 8];
     let mut parts = Vec::new();
     for (i, &w) in weights.iter().enumerate() {
         let p = f.path(&format!("p{i}.exr"));
-        write_partial(&p, &names, |n, x, y| noise(i as u32, n, x, y) - if n.contains("Normal") { 1.5 } else { 0.0 });
+        write_partial(&p, &names, |n, x, y| {
+            noise(i as u32, n, x, y) - if n.contains("Normal") { 1.5 } else { 0.0 }
+        });
         parts.push((p, chunk(i as i64, w, i == 0)));
     }
     let out = f.merge(&parts);
@@ -129,14 +171,22 @@ fn weighted_mean_with_unequal_chunks() {
         let got = plane(&out, name);
         let inputs: Vec<Vec<f32>> = parts.iter().map(|(p, _)| plane(p, name)).collect();
         for px in 0..W * H {
-            let num: f64 = weights.iter().zip(&inputs).map(|(&w, v)| f64::from(w) * f64::from(v[px])).sum();
+            let num: f64 = weights
+                .iter()
+                .zip(&inputs)
+                .map(|(&w, v)| f64::from(w) * f64::from(v[px]))
+                .sum();
             let expected = (num / 16.0) as f32;
             assert_eq!(got[px], expected, "{name} pixel {px}");
         }
     }
     // The naive (unweighted) mean differs, so the weights really matter.
     let got = plane(&out, "ViewLayer.Combined.R");
-    let naive: f32 = parts.iter().map(|(p, _)| plane(p, "ViewLayer.Combined.R")[0]).sum::<f32>() / 3.0;
+    let naive: f32 = parts
+        .iter()
+        .map(|(p, _)| plane(p, "ViewLayer.Combined.R")[0])
+        .sum::<f32>()
+        / 3.0;
     assert!((got[0] - naive).abs() > 1e-4);
 }
 
@@ -169,11 +219,20 @@ fn light_over_color_including_zero_color() {
     let mut parts = Vec::new();
     for (i, &w) in weights.iter().enumerate() {
         let p = f.path(&format!("p{i}.exr"));
-        write_partial(&p, &layout_names, |n, x, y| if n.contains("Col") { color(i, n, x, y) } else { light(i, n, x, y) });
+        write_partial(&p, &layout_names, |n, x, y| {
+            if n.contains("Col") {
+                color(i, n, x, y)
+            } else {
+                light(i, n, x, y)
+            }
+        });
         parts.push((p, chunk(i as i64, w, i == 0)));
     }
     let layout = read_layout(&parts[0].0).expect("layout");
-    assert_eq!(layout.channels[3].rule, MergeRule::LightOverColor { color: 0 });
+    assert_eq!(
+        layout.channels[3].rule,
+        MergeRule::LightOverColor { color: 0 }
+    );
     let out = f.merge(&parts);
     let merged = |c: &str| plane(&out, &format!("ViewLayer.DiffDir.{c}"));
     let (mr, mg, mb) = (merged("R"), merged("G"), merged("B"));
@@ -182,10 +241,15 @@ fn light_over_color_including_zero_color() {
         for (i, &w) in weights.iter().enumerate() {
             let (x, y) = (px % W, px / W);
             let col = f64::from(color(i, &format!("ViewLayer.DiffCol.{c}"), x, y));
-            num += f64::from(w) * f64::from(light(i, &format!("ViewLayer.DiffDir.{c}"), x, y)) * col;
+            num +=
+                f64::from(w) * f64::from(light(i, &format!("ViewLayer.DiffDir.{c}"), x, y)) * col;
             den += f64::from(w) * col;
         }
-        if den == 0.0 { 0.0 } else { (num / den) as f32 }
+        if den == 0.0 {
+            0.0
+        } else {
+            (num / den) as f32
+        }
     };
     for px in 3..W * H {
         assert_eq!(mr[px], expected("R", px), "R at {px}");
@@ -203,7 +267,13 @@ fn light_over_color_including_zero_color() {
 fn depth_is_the_minimum_with_sample_zero_last() {
     let f = Fixture::new();
     let names = ["ViewLayer.Combined.R", "ViewLayer.Depth.Z"];
-    let real = |x: usize, y: usize| if x == 3 { 1.0e10 } else { 2.0 + (x + y) as f32 * 0.25 };
+    let real = |x: usize, y: usize| {
+        if x == 3 {
+            1.0e10
+        } else {
+            2.0 + (x + y) as f32 * 0.25
+        }
+    };
     let mut parts = Vec::new();
     for i in 0..3 {
         let p = f.path(&format!("p{i}.exr"));
@@ -224,8 +294,18 @@ fn depth_is_the_minimum_with_sample_zero_last() {
 #[test]
 fn from_sample_zero_comes_from_the_right_partial_in_any_order() {
     let f = Fixture::new();
-    let names = ["ViewLayer.CryptoObject00.r", "ViewLayer.IndexOB.X", "ViewLayer.Position.X"];
-    let value = |i: usize, n: &str, x: usize, y: usize| if i == 1 { noise(99, n, x, y) } else { i as f32 * 0.0 };
+    let names = [
+        "ViewLayer.CryptoObject00.r",
+        "ViewLayer.IndexOB.X",
+        "ViewLayer.Position.X",
+    ];
+    let value = |i: usize, n: &str, x: usize, y: usize| {
+        if i == 1 {
+            noise(99, n, x, y)
+        } else {
+            i as f32 * 0.0
+        }
+    };
     let paths: Vec<PathBuf> = (0..3)
         .map(|i| {
             let p = f.path(&format!("p{i}.exr"));
@@ -234,28 +314,48 @@ fn from_sample_zero_comes_from_the_right_partial_in_any_order() {
         })
         .collect();
     for order in [[0, 1, 2], [1, 0, 2], [2, 0, 1], [0, 2, 1]] {
-        let parts: Vec<_> = order.iter().map(|&i| (paths[i].clone(), chunk(i as i64, 3, i == 1))).collect();
+        let parts: Vec<_> = order
+            .iter()
+            .map(|&i| (paths[i].clone(), chunk(i as i64, 3, i == 1)))
+            .collect();
         let out = f.merge(&parts);
         for name in names {
-            assert_eq!(plane(&out, name), plane(&paths[1], name), "{name} with order {order:?}");
+            assert_eq!(
+                plane(&out, name),
+                plane(&paths[1], name),
+                "{name} with order {order:?}"
+            );
         }
     }
     // Before the sample-0 partial arrives, the first partial's values stand in.
     let dir = f.path("early");
-    let mut acc = Accumulator::create(&dir, &read_layout(&paths[2]).expect("layout")).expect("create");
+    let mut acc =
+        Accumulator::create(&dir, &read_layout(&paths[2]).expect("layout")).expect("create");
     acc.fold(&paths[2], chunk(2, 3, false)).expect("fold");
     acc.fold(&paths[0], chunk(0, 3, false)).expect("fold");
     assert_eq!(acc.sample_zero_chunk(), None);
     acc.write_exr(&f.path("early.exr")).expect("write");
-    assert_eq!(plane(&f.path("early.exr"), names[1]), plane(&paths[2], names[1]));
+    assert_eq!(
+        plane(&f.path("early.exr"), names[1]),
+        plane(&paths[2], names[1])
+    );
     acc.fold(&paths[1], chunk(1, 3, true)).expect("fold");
     assert_eq!(acc.sample_zero_chunk(), Some(1));
     acc.write_exr(&f.path("late.exr")).expect("write");
-    assert_eq!(plane(&f.path("late.exr"), names[1]), plane(&paths[1], names[1]));
+    assert_eq!(
+        plane(&f.path("late.exr"), names[1]),
+        plane(&paths[1], names[1])
+    );
 }
 
 fn three_partials(f: &Fixture) -> Vec<(PathBuf, ChunkInfo)> {
-    let names = ["ViewLayer.Combined.R", "ViewLayer.Depth.Z", "ViewLayer.DiffCol.R", "ViewLayer.DiffDir.R", "ViewLayer.IndexOB.X"];
+    let names = [
+        "ViewLayer.Combined.R",
+        "ViewLayer.Depth.Z",
+        "ViewLayer.DiffCol.R",
+        "ViewLayer.DiffDir.R",
+        "ViewLayer.IndexOB.X",
+    ];
     (0..3)
         .map(|i| {
             let p = f.path(&format!("p{i}.exr"));
@@ -275,27 +375,55 @@ fn a_chunk_is_folded_exactly_once() {
     let parts = three_partials(&f);
     let layout = read_layout(&parts[0].0).expect("layout");
     let mut acc = Accumulator::create(&f.path("acc"), &layout).expect("create");
-    assert_eq!(acc.fold(&parts[0].0, parts[0].1).expect("fold"), FoldOutcome::Folded);
+    assert_eq!(
+        acc.fold(&parts[0].0, parts[0].1).expect("fold"),
+        FoldOutcome::Folded
+    );
     acc.write_exr(&f.path("once.exr")).expect("write");
-    assert_eq!(acc.fold(&parts[0].0, parts[0].1).expect("refold"), FoldOutcome::AlreadyFolded);
+    assert_eq!(
+        acc.fold(&parts[0].0, parts[0].1).expect("refold"),
+        FoldOutcome::AlreadyFolded
+    );
     // Even with another file under the same id: nothing changes.
-    assert_eq!(acc.fold(&parts[2].0, parts[0].1).expect("refold"), FoldOutcome::AlreadyFolded);
+    assert_eq!(
+        acc.fold(&parts[2].0, parts[0].1).expect("refold"),
+        FoldOutcome::AlreadyFolded
+    );
     assert_eq!(acc.total_samples(), 3);
     assert_eq!(acc.folded_chunks(), vec![10]);
     acc.write_exr(&f.path("twice.exr")).expect("write");
-    assert_eq!(all_planes(&f.path("once.exr")), all_planes(&f.path("twice.exr")));
+    assert_eq!(
+        all_planes(&f.path("once.exr")),
+        all_planes(&f.path("twice.exr"))
+    );
     // The same id with other samples is a caller bug, reported as such.
-    let err = acc.fold(&parts[0].0, chunk(10, 4, false)).expect_err("conflict");
-    assert!(matches!(err, MergeError::ChunkConflict { id: 10, .. }), "{err}");
+    let err = acc
+        .fold(&parts[0].0, chunk(10, 4, false))
+        .expect_err("conflict");
+    assert!(
+        matches!(err, MergeError::ChunkConflict { id: 10, .. }),
+        "{err}"
+    );
     // So are zero samples and a second sample-0 chunk.
-    assert!(matches!(acc.fold(&parts[1].0, chunk(50, 0, false)), Err(MergeError::ZeroSamples { id: 50 })));
+    assert!(matches!(
+        acc.fold(&parts[1].0, chunk(50, 0, false)),
+        Err(MergeError::ZeroSamples { id: 50 })
+    ));
     acc.fold(&parts[1].0, parts[1].1).expect("fold sample 0");
-    let err = acc.fold(&parts[2].0, chunk(12, 1, true)).expect_err("two sample-0 chunks");
-    assert_eq!(err.to_string(), "chunk 12 claims to hold sample 0, but chunk 11 already did");
+    let err = acc
+        .fold(&parts[2].0, chunk(12, 1, true))
+        .expect_err("two sample-0 chunks");
+    assert_eq!(
+        err.to_string(),
+        "chunk 12 claims to hold sample 0, but chunk 11 already did"
+    );
     // After a reopen, the ids are still known.
     drop(acc);
     let mut acc = Accumulator::open(&f.path("acc")).expect("open");
-    assert_eq!(acc.fold(&parts[1].0, parts[1].1).expect("refold"), FoldOutcome::AlreadyFolded);
+    assert_eq!(
+        acc.fold(&parts[1].0, parts[1].1).expect("refold"),
+        FoldOutcome::AlreadyFolded
+    );
     assert_eq!(acc.total_samples(), 8);
 }
 
@@ -348,8 +476,13 @@ fn a_crash_in_the_middle_of_a_fold_leaves_the_state_before_it() {
     }
     // A crash may also leave a half-written manifest and a half-copied partial.
     std::fs::write(dir.join("manifest.json.tmp"), b"{\"format\": 1, \"gener").expect("write tmp");
-    let staged = std::fs::OpenOptions::new().write(true).open(dir.join("partials/incoming.tmp")).expect("staged");
-    staged.set_len(staged.metadata().expect("len").len() / 2).expect("truncate");
+    let staged = std::fs::OpenOptions::new()
+        .write(true)
+        .open(dir.join("partials/incoming.tmp"))
+        .expect("staged");
+    staged
+        .set_len(staged.metadata().expect("len").len() / 2)
+        .expect("truncate");
     drop(staged);
     let mut acc = Accumulator::open(&dir).expect("open");
     assert_eq!(acc.total_samples(), 3);
@@ -357,7 +490,10 @@ fn a_crash_in_the_middle_of_a_fold_leaves_the_state_before_it() {
     assert!(!dir.join("manifest.json.tmp").exists());
     assert!(!dir.join("partials/incoming.tmp").exists());
     acc.write_exr(&f.path("after_crash.exr")).expect("write");
-    assert_eq!(all_planes(&f.path("before.exr")), all_planes(&f.path("after_crash.exr")));
+    assert_eq!(
+        all_planes(&f.path("before.exr")),
+        all_planes(&f.path("after_crash.exr"))
+    );
     // The interrupted chunk can be folded again and the result is as if
     // nothing had happened.
     acc.fold(&parts[1].0, parts[1].1).expect("fold");
@@ -385,7 +521,10 @@ fn a_fold_that_crashed_after_its_commit_is_refolded_on_open() {
     assert_eq!(acc.folded_chunks(), vec![10, 11]);
     assert_eq!(acc.total_samples(), 8);
     assert_eq!(acc.sample_zero_chunk(), Some(11));
-    assert_eq!(acc.fold(&parts[1].0, parts[1].1).expect("refold"), FoldOutcome::AlreadyFolded);
+    assert_eq!(
+        acc.fold(&parts[1].0, parts[1].1).expect("refold"),
+        FoldOutcome::AlreadyFolded
+    );
     acc.write_exr(&f.path("recovered.exr")).expect("write");
     let expected = f.merge(&parts[..2]);
     assert_eq!(all_planes(&f.path("recovered.exr")), all_planes(&expected));
@@ -394,7 +533,10 @@ fn a_fold_that_crashed_after_its_commit_is_refolded_on_open() {
 /// Overwrites the sums (not the stamp) of a closed accumulator with garbage.
 fn scribble_over_sums(path: &Path) {
     use std::io::{Seek, SeekFrom, Write};
-    let mut file = std::fs::OpenOptions::new().write(true).open(path).expect("sums");
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(path)
+        .expect("sums");
     file.seek(SeekFrom::Start(4096)).expect("seek");
     file.write_all(&[0x5a; 4096]).expect("scribble");
 }
@@ -449,19 +591,31 @@ fn fold_owned_takes_the_file_over() {
         p
     };
     let first = upload("upload_1.exr", &parts[0].0);
-    assert_eq!(acc.fold_owned(first.clone(), parts[0].1).expect("fold"), FoldOutcome::Folded);
+    assert_eq!(
+        acc.fold_owned(first.clone(), parts[0].1).expect("fold"),
+        FoldOutcome::Folded
+    );
     assert!(!first.exists());
     assert!(dir.join("partials/000001.chunk10.samples3.exr").exists());
     // Already folded: nothing changes and the upload is deleted.
     let again = upload("upload_2.exr", &parts[0].0);
-    assert_eq!(acc.fold_owned(again.clone(), parts[0].1).expect("refold"), FoldOutcome::AlreadyFolded);
+    assert_eq!(
+        acc.fold_owned(again.clone(), parts[0].1).expect("refold"),
+        FoldOutcome::AlreadyFolded
+    );
     assert!(!again.exists());
     // A bad upload is refused, deleted, and changes nothing.
     let bad = f.path("upload_3.exr");
     std::fs::write(&bad, b"not an image").expect("write");
     let err = acc.fold_owned(bad.clone(), parts[1].1).expect_err("bad");
-    assert!(matches!(err, MergeError::NotExr { .. }) && err.is_bad_input(), "{err}");
-    assert_eq!(err.to_string(), format!("`{}` is not an OpenEXR file", bad.display()));
+    assert!(
+        matches!(err, MergeError::NotExr { .. }) && err.is_bad_input(),
+        "{err}"
+    );
+    assert_eq!(
+        err.to_string(),
+        format!("`{}` is not an OpenEXR file", bad.display())
+    );
     assert!(!bad.exists());
     assert_eq!(acc.folded_chunks(), vec![10]);
     let second = upload("upload_4.exr", &parts[1].0);
@@ -470,7 +624,10 @@ fn fold_owned_takes_the_file_over() {
     acc.fold_owned(third, parts[2].1).expect("fold");
     acc.write_exr(&f.path("owned.exr")).expect("write");
     drop(acc);
-    assert_eq!(all_planes(&f.path("owned.exr")), all_planes(&f.merge(&parts)));
+    assert_eq!(
+        all_planes(&f.path("owned.exr")),
+        all_planes(&f.merge(&parts))
+    );
 }
 
 #[test]
@@ -478,7 +635,8 @@ fn discard_removes_the_accumulator() {
     let f = Fixture::new();
     let parts = three_partials(&f);
     let dir = f.path("acc");
-    let mut acc = Accumulator::create(&dir, &read_layout(&parts[0].0).expect("layout")).expect("create");
+    let mut acc =
+        Accumulator::create(&dir, &read_layout(&parts[0].0).expect("layout")).expect("create");
     acc.fold(&parts[0].0, parts[0].1).expect("fold");
     acc.discard().expect("discard");
     assert!(!dir.exists());
@@ -492,14 +650,23 @@ fn errors_say_whose_fault_they_are() {
     let f = Fixture::new();
     let parts = three_partials(&f);
     let dir = f.path("acc");
-    let mut acc = Accumulator::create(&dir, &read_layout(&parts[0].0).expect("layout")).expect("create");
-    let err = acc.fold(&f.path("no_such_file.exr"), chunk(1, 1, false)).expect_err("missing");
-    assert!(matches!(err, MergeError::Io { .. }) && !err.is_bad_input(), "{err}");
+    let mut acc =
+        Accumulator::create(&dir, &read_layout(&parts[0].0).expect("layout")).expect("create");
+    let err = acc
+        .fold(&f.path("no_such_file.exr"), chunk(1, 1, false))
+        .expect_err("missing");
+    assert!(
+        matches!(err, MergeError::Io { .. }) && !err.is_bad_input(),
+        "{err}"
+    );
     acc.fold(&parts[1].0, parts[1].1).expect("fold");
     for err in [
-        acc.fold(&parts[0].0, chunk(11, 9, true)).expect_err("conflict"),
-        acc.fold(&parts[0].0, chunk(12, 0, false)).expect_err("zero samples"),
-        acc.fold(&parts[0].0, chunk(13, 2, true)).expect_err("sample 0 twice"),
+        acc.fold(&parts[0].0, chunk(11, 9, true))
+            .expect_err("conflict"),
+        acc.fold(&parts[0].0, chunk(12, 0, false))
+            .expect_err("zero samples"),
+        acc.fold(&parts[0].0, chunk(13, 2, true))
+            .expect_err("sample 0 twice"),
     ] {
         assert!(err.is_bad_input(), "{err}");
     }
@@ -531,11 +698,18 @@ fn merging_copies_of_one_partial_returns_it() {
         n if n.contains("Normal") => noise(3, n, x, y) - 1.5,
         n => noise(3, n, x, y),
     });
-    let parts: Vec<_> = [1_u32, 2, 3, 5, 8].iter().enumerate().map(|(i, &s)| (p.clone(), chunk(i as i64, s, i == 3))).collect();
+    let parts: Vec<_> = [1_u32, 2, 3, 5, 8]
+        .iter()
+        .enumerate()
+        .map(|(i, &s)| (p.clone(), chunk(i as i64, s, i == 3)))
+        .collect();
     let out = f.merge(&parts);
     // DiffInd is rebuilt from its colour; where the colour is zero the input
     // holds whatever it holds, the output holds zero (both are "no light").
-    let (a, b) = (read_planes(&p).expect("planes"), read_planes(&out).expect("planes"));
+    let (a, b) = (
+        read_planes(&p).expect("planes"),
+        read_planes(&out).expect("planes"),
+    );
     assert_eq!(a.names, b.names);
     for (name, (pa, pb)) in a.names.iter().zip(a.planes.iter().zip(&b.planes)) {
         for px in 0..W * H {
@@ -573,28 +747,62 @@ fn bad_partials_are_refused_and_change_nothing() {
     std::fs::write(&cut_in_header, &bytes[..40]).expect("write");
 
     let wrong_size = f.path("chunk_7.exr");
-    write_spec(&wrong_size, &Spec { width: 5, height: 4, ..Spec::new(&names) }, |_, _, _| 1.0);
+    write_spec(
+        &wrong_size,
+        &Spec {
+            width: 5,
+            height: 4,
+            ..Spec::new(&names)
+        },
+        |_, _, _| 1.0,
+    );
     let missing = f.path("missing.exr");
     write_partial(&missing, &names[..1], |_, _, _| 1.0);
     let extra = f.path("extra.exr");
-    write_partial(&extra, &["ViewLayer.Combined.R", "ViewLayer.Depth.Z", "ViewLayer.Emit.R"], |_, _, _| 1.0);
+    write_partial(
+        &extra,
+        &[
+            "ViewLayer.Combined.R",
+            "ViewLayer.Depth.Z",
+            "ViewLayer.Emit.R",
+        ],
+        |_, _, _| 1.0,
+    );
     let not_exr = f.path("notes.exr");
     std::fs::write(&not_exr, b"hello, this is not an image").expect("write");
     let half = f.path("half.exr");
-    write_spec(&half, &Spec { sample_type: SampleType::F16, ..Spec::new(&names) }, |_, _, _| 1.0);
+    write_spec(
+        &half,
+        &Spec {
+            sample_type: SampleType::F16,
+            ..Spec::new(&names)
+        },
+        |_, _, _| 1.0,
+    );
     let tiled = f.path("tiled.exr");
-    write_spec(&tiled, &Spec { tiled: true, ..Spec::new(&names) }, |_, _, _| 1.0);
+    write_spec(
+        &tiled,
+        &Spec {
+            tiled: true,
+            ..Spec::new(&names)
+        },
+        |_, _, _| 1.0,
+    );
     let multipart = f.path("multipart.exr");
     let spec = Spec::new(&names);
     let mut second = layer_of(&spec, &|_, _, _| 2.0);
     second.attributes.layer_name = Some(Text::from("second"));
     let mut first = layer_of(&spec, &|_, _, _| 1.0);
     first.attributes.layer_name = Some(Text::from("first"));
-    let layers: SmallVec<[Layer<AnyChannels<FlatSamples>>; 2]> = SmallVec::from_vec(vec![first, second]);
-    Image::from_layers(ImageAttributes::new(IntegerBounds::from_dimensions((W, H))), layers)
-        .write()
-        .to_file(&multipart)
-        .expect("write multipart");
+    let layers: SmallVec<[Layer<AnyChannels<FlatSamples>>; 2]> =
+        SmallVec::from_vec(vec![first, second]);
+    Image::from_layers(
+        ImageAttributes::new(IntegerBounds::from_dimensions((W, H))),
+        layers,
+    )
+    .write()
+    .to_file(&multipart)
+    .expect("write multipart");
 
     let cases: Vec<(&PathBuf, String)> = vec![
         (&truncated, format!("`{}` is truncated", truncated.display())),
@@ -621,14 +829,19 @@ fn bad_partials_are_refused_and_change_nothing() {
         let err = validate_partial(path, &layout).expect_err("validation must fail");
         assert_eq!(err.to_string(), *message);
         assert!(err.is_bad_input(), "{err}");
-        let err = acc.fold(path, chunk(100 + i as i64, 3, false)).expect_err("fold must fail");
+        let err = acc
+            .fold(path, chunk(100 + i as i64, 3, false))
+            .expect_err("fold must fail");
         assert_eq!(err.to_string(), *message);
         assert!(err.is_bad_input(), "{err}");
     }
     assert_eq!(acc.total_samples(), 4);
     assert_eq!(acc.folded_chunks(), vec![1]);
     acc.write_exr(&f.path("after.exr")).expect("write");
-    assert_eq!(all_planes(&f.path("before.exr")), all_planes(&f.path("after.exr")));
+    assert_eq!(
+        all_planes(&f.path("before.exr")),
+        all_planes(&f.path("after.exr"))
+    );
     // The state survives a reopen unchanged as well.
     drop(acc);
     let acc = Accumulator::open(&dir).expect("open");
@@ -643,7 +856,10 @@ fn damaged_pixel_data_is_reported_and_changes_nothing() {
     // Smooth values compress, so the file holds zlib streams (noise would be
     // stored raw, where damage cannot be detected). Many blocks, so that
     // others are folded before the damaged one is met.
-    let spec = Spec { height: 16 * 40, ..Spec::new(&names) };
+    let spec = Spec {
+        height: 16 * 40,
+        ..Spec::new(&names)
+    };
     write_spec(&good, &spec, |_, x, y| (x + y) as f32 * 0.5);
     let other = f.path("other.exr");
     write_spec(&other, &spec, |_, x, y| (x * y) as f32 * 0.25);
@@ -656,7 +872,13 @@ fn damaged_pixel_data_is_reported_and_changes_nothing() {
     let damaged = f.path("damaged.exr");
     std::fs::write(&damaged, &bytes).expect("write");
     let err = validate_partial(&damaged, &layout).expect_err("damaged");
-    assert!(matches!(err, MergeError::Corrupt { .. } | MergeError::Truncated { .. }), "{err}");
+    assert!(
+        matches!(
+            err,
+            MergeError::Corrupt { .. } | MergeError::Truncated { .. }
+        ),
+        "{err}"
+    );
     assert!(err.is_bad_input());
 
     let dir = f.path("acc");
@@ -667,7 +889,10 @@ fn damaged_pixel_data_is_reported_and_changes_nothing() {
     assert!(err.is_bad_input(), "{err}");
     assert_eq!(acc.folded_chunks(), vec![1]);
     acc.write_exr(&f.path("after.exr")).expect("write");
-    assert_eq!(all_planes(&f.path("before.exr")), all_planes(&f.path("after.exr")));
+    assert_eq!(
+        all_planes(&f.path("before.exr")),
+        all_planes(&f.path("after.exr"))
+    );
     acc.fold(&good, chunk(2, 3, false)).expect("fold");
     assert_eq!(acc.total_samples(), 5);
 }
@@ -675,13 +900,24 @@ fn damaged_pixel_data_is_reported_and_changes_nothing() {
 #[test]
 fn png_preview_is_srgb_with_alpha_and_downscales() {
     let f = Fixture::new();
-    let names = ["ViewLayer.Combined.A", "ViewLayer.Combined.B", "ViewLayer.Combined.G", "ViewLayer.Combined.R"];
+    let names = [
+        "ViewLayer.Combined.A",
+        "ViewLayer.Combined.B",
+        "ViewLayer.Combined.G",
+        "ViewLayer.Combined.R",
+    ];
     let p = f.path("p.exr");
     // Premultiplied: alpha 0.5 and colour 0.1 mean a straight colour of 0.2.
     write_partial(&p, &names, |n, x, _| match n {
         "ViewLayer.Combined.A" => 0.5,
         "ViewLayer.Combined.R" => 0.1,
-        "ViewLayer.Combined.G" => if x == 0 { 4.0 } else { 0.0 },
+        "ViewLayer.Combined.G" => {
+            if x == 0 {
+                4.0
+            } else {
+                0.0
+            }
+        }
         _ => -1.0,
     });
     let dir = f.path("acc");
@@ -689,17 +925,24 @@ fn png_preview_is_srgb_with_alpha_and_downscales() {
     acc.fold(&p, chunk(1, 2, true)).expect("fold");
     let png_path = f.path("preview.png");
     acc.write_png(&png_path, None).expect("png");
-    let decoder = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(&png_path).expect("open")));
+    let decoder = png::Decoder::new(std::io::BufReader::new(
+        std::fs::File::open(&png_path).expect("open"),
+    ));
     let mut reader = decoder.read_info().expect("png info");
     let mut buf = vec![0; reader.output_buffer_size().expect("size")];
     let info = reader.next_frame(&mut buf).expect("frame");
-    assert_eq!((info.width, info.height, info.color_type), (W as u32, H as u32, png::ColorType::Rgba));
+    assert_eq!(
+        (info.width, info.height, info.color_type),
+        (W as u32, H as u32, png::ColorType::Rgba)
+    );
     // sRGB(0.2) = 0.4845 -> 124; G clamps to 255 at x = 0 and is 0 elsewhere; B clamps to 0.
     assert_eq!(&buf[0..4], &[124, 255, 0, 128]);
     assert_eq!(&buf[4..8], &[124, 0, 0, 128]);
 
     acc.write_png(&png_path, Some(4)).expect("png");
-    let decoder = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(&png_path).expect("open")));
+    let decoder = png::Decoder::new(std::io::BufReader::new(
+        std::fs::File::open(&png_path).expect("open"),
+    ));
     let reader = decoder.read_info().expect("png info");
     let (w, h) = (reader.info().width, reader.info().height);
     assert!(w.max(h) <= 4 && w >= 1 && h >= 1, "{w}x{h}");

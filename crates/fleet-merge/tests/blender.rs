@@ -38,7 +38,15 @@ impl Blender {
                 // python3.x on PATH: make that the system one.
                 let path = std::env::var("PATH").unwrap_or_default();
                 cmd.env("PATH", format!("/usr/bin:/bin:{path}"));
-                cmd.args(["-b", "--factory-startup", "-t", "1", "--python-exit-code", "1", "--python"]);
+                cmd.args([
+                    "-b",
+                    "--factory-startup",
+                    "-t",
+                    "1",
+                    "--python-exit-code",
+                    "1",
+                    "--python",
+                ]);
                 cmd.arg(script).arg("--");
                 cmd
             }
@@ -50,9 +58,21 @@ impl Blender {
         }
     }
 
-    fn render(&self, script: &Path, out: &Path, samples: u32, offset: u32, total: u32, subset: bool) {
+    fn render(
+        &self,
+        script: &Path,
+        out: &Path,
+        samples: u32,
+        offset: u32,
+        total: u32,
+        subset: bool,
+    ) {
         let mut cmd = self.command(script);
-        cmd.arg(out).arg(samples.to_string()).arg(offset.to_string()).arg(total.to_string()).arg("simple");
+        cmd.arg(out)
+            .arg(samples.to_string())
+            .arg(offset.to_string())
+            .arg(total.to_string())
+            .arg("simple");
         if subset {
             cmd.arg("subset");
         }
@@ -69,11 +89,17 @@ impl Blender {
 /// The Blender to test, or `None` (after saying why) when it is not there.
 fn blender_34() -> Option<Blender> {
     let exe = std::env::var("BLENDFLEET_TEST_BLENDER").unwrap_or_else(|_| "blender".to_owned());
-    let found = Command::new(&exe).arg("--version").output().is_ok_and(|o| o.status.success());
+    let found = Command::new(&exe)
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
     if found {
         return Some(Blender::Binary(exe));
     }
-    assert!(!in_ci(), "CI=true but Blender `{exe}` (BLENDFLEET_TEST_BLENDER) cannot be run");
+    assert!(
+        !in_ci(),
+        "CI=true but Blender `{exe}` (BLENDFLEET_TEST_BLENDER) cannot be run"
+    );
     eprintln!("SKIPPED: Blender `{exe}` cannot be run; set BLENDFLEET_TEST_BLENDER to test with Blender 3.4");
     None
 }
@@ -82,7 +108,10 @@ fn blender_45() -> Option<Blender> {
     match std::env::var("BLENDFLEET_TEST_BPY_PYTHON") {
         Ok(python) if !python.is_empty() => Some(Blender::Module(python)),
         _ => {
-            assert!(!in_ci(), "CI=true but BLENDFLEET_TEST_BPY_PYTHON (a Python with bpy 4.5) is not set");
+            assert!(
+                !in_ci(),
+                "CI=true but BLENDFLEET_TEST_BPY_PYTHON (a Python with bpy 4.5) is not set"
+            );
             eprintln!("SKIPPED: BLENDFLEET_TEST_BPY_PYTHON is not set; set it to a Python with `bpy` to test Blender 4.5");
             None
         }
@@ -117,7 +146,12 @@ fn render_all(blender: &Blender, subset_reference: bool) -> Renders {
             (p, samples, offset)
         })
         .collect();
-    Renders { _dir: dir, single, single_subset, chunks }
+    Renders {
+        _dir: dir,
+        single,
+        single_subset,
+        chunks,
+    }
 }
 
 /// Folds the chunks in a scrambled order (sample 0 in the middle), reopening
@@ -133,7 +167,11 @@ fn merge(renders: &Renders, work: &Path) -> PathBuf {
         let (path, samples, offset) = &renders.chunks[i];
         validate_partial(path, &layout).expect("valid partial");
         let mut acc = Accumulator::open(&acc_dir).expect("open");
-        let chunk = ChunkInfo { id: i as i64 + 100, samples: *samples, holds_sample_zero: *offset == 0 };
+        let chunk = ChunkInfo {
+            id: i as i64 + 100,
+            samples: *samples,
+            holds_sample_zero: *offset == 0,
+        };
         let outcome = if i == 1 {
             let upload = work.join("upload.exr");
             std::fs::copy(path, &upload).expect("copy");
@@ -157,13 +195,21 @@ fn merge(renders: &Renders, work: &Path) -> PathBuf {
 fn report(title: &str, report: &Report) {
     eprintln!("== {title}\n{}", report.table());
     let worst = |name: &str, r: &Report, key: fn(&fleet_merge::compare::ChannelDiff) -> f64| {
-        let candidates: Vec<_> = r.channels.iter().filter(|c| !c.name.contains(".Crypto")).collect();
-        let w = candidates.into_iter().max_by(|a, b| key(a).total_cmp(&key(b)));
+        let candidates: Vec<_> = r
+            .channels
+            .iter()
+            .filter(|c| !c.name.contains(".Crypto"))
+            .collect();
+        let w = candidates
+            .into_iter()
+            .max_by(|a, b| key(a).total_cmp(&key(b)));
         if let Some(w) = w {
             eprintln!("{title}: worst {name}: {} = {:.3e}", w.name, key(w));
         }
     };
-    worst("design-floor relative difference", report, |c| c.max_rel_design);
+    worst("design-floor relative difference", report, |c| {
+        c.max_rel_design
+    });
     worst("1e-6-floor relative difference", report, |c| c.max_rel);
 }
 
@@ -184,7 +230,10 @@ fn check(blender: &Blender, label: &str, subset_reference: bool) {
     report(&format!("{label}: merged 5+7+12 vs single 24"), &result);
     if let Some(subset) = &renders.single_subset {
         let other = compare(&merged, subset).expect("compare");
-        report(&format!("{label}: merged 5+7+12 vs single 24 rendered in sample-subset mode"), &other);
+        report(
+            &format!("{label}: merged 5+7+12 vs single 24 rendered in sample-subset mode"),
+            &other,
+        );
         keep_best(&mut result, &other);
     }
     // CPU Cycles is not bit-reproducible run to run even with one thread (the
@@ -193,14 +242,23 @@ fn check(blender: &Blender, label: &str, subset_reference: bool) {
     // the same against every reference, so a channel beyond the tolerance gets
     // up to two fresh references before it counts as a failure.
     for attempt in 0..2 {
-        if result.failing_design(TOLERANCE).iter().all(|c| c.name.contains(".Crypto")) {
+        if result
+            .failing_design(TOLERANCE)
+            .iter()
+            .all(|c| c.name.contains(".Crypto"))
+        {
             break;
         }
         let script = renders.single.with_file_name("scene.py");
-        let again = renders.single.with_file_name(format!("single_again_{attempt}.exr"));
+        let again = renders
+            .single
+            .with_file_name(format!("single_again_{attempt}.exr"));
         Blender::render(blender, &script, &again, 24, 0, 24, false);
         let other = compare(&merged, &again).expect("compare");
-        report(&format!("{label}: merged vs a fresh single render #{}", attempt + 2), &other);
+        report(
+            &format!("{label}: merged vs a fresh single render #{}", attempt + 2),
+            &other,
+        );
         keep_best(&mut result, &other);
     }
 
@@ -212,7 +270,11 @@ fn check(blender: &Blender, label: &str, subset_reference: bool) {
     for (c, channel) in layout.channels.iter().enumerate() {
         if channel.name.contains(".Crypto") {
             assert_eq!(channel.rule, MergeRule::FromSampleZero);
-            assert!(merged_planes.planes[c] == sample_zero.planes[c], "{} is not the sample-0 chunk's", channel.name);
+            assert!(
+                merged_planes.planes[c] == sample_zero.planes[c],
+                "{} is not the sample-0 chunk's",
+                channel.name
+            );
             continue;
         }
         let diff = &result.channels[c];
@@ -223,10 +285,20 @@ fn check(blender: &Blender, label: &str, subset_reference: bool) {
             ));
         }
     }
-    assert!(failures.is_empty(), "{label}: channels beyond {TOLERANCE:e}:\n{}", failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{label}: channels beyond {TOLERANCE:e}:\n{}",
+        failures.join("\n")
+    );
     // Sanity: the test really compares something.
-    assert!(result.channels.iter().any(|c| c.name.ends_with("DiffDir.R") && c.peak > 0.1));
-    assert!(result.channels.iter().any(|c| c.name.ends_with("Depth.Z") && c.peak > 1.0));
+    assert!(result
+        .channels
+        .iter()
+        .any(|c| c.name.ends_with("DiffDir.R") && c.peak > 0.1));
+    assert!(result
+        .channels
+        .iter()
+        .any(|c| c.name.ends_with("Depth.Z") && c.peak > 1.0));
 }
 
 #[test]

@@ -79,7 +79,8 @@ impl LocalAgents {
             } else {
                 None
             };
-            die_with_parent(&mut command);
+            // SIGTERM, not SIGKILL: an agent told so stops its Blender on the way out.
+            fleet_blender::die_with_parent(&mut command, libc::SIGTERM);
             let child = command
                 .spawn()
                 .with_context(|| format!("starting agent `{name}`"))?;
@@ -156,28 +157,6 @@ impl LocalAgent {
         let lines: Vec<&str> = text.lines().collect();
         let tail = lines[lines.len().saturating_sub(15)..].join("\n");
         format!(":\n{tail}")
-    }
-}
-
-/// Makes the child die with this process, even when this process is killed.
-#[expect(
-    unsafe_code,
-    reason = "pre_exec is the only way to set PR_SET_PDEATHSIG in the child"
-)]
-fn die_with_parent(command: &mut Command) {
-    let parent = std::process::id();
-    // SAFETY: the closure runs in the forked child before exec and calls only prctl and
-    // getppid, which are async-signal-safe; it allocates nothing.
-    unsafe {
-        command.pre_exec(move || {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM, 0, 0, 0) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            if u32::try_from(libc::getppid()).ok() != Some(parent) {
-                return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
-            }
-            Ok(())
-        });
     }
 }
 

@@ -37,4 +37,5 @@ pub use chunk::{ChunkOutcome, ChunkRequest};
 pub use command::{BlenderCommand, ENV_BLENDER, ENV_BPY_PYTHON};
 pub use error::BlenderError;
 pub use oneshot::{inspect, make_demo_scene, render_reference, ReferenceRender, SceneInfo};
+pub use process::die_with_parent;
 pub use worker::{Worker, WorkerInfo, WorkerOptions};

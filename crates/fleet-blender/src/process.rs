@@ -146,7 +146,7 @@ pub(crate) async fn spawn(
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true);
-    die_with_parent(&mut command);
+    die_with_parent(&mut command, libc::SIGKILL);
 
     let handle = tokio::runtime::Handle::current();
     let (child_tx, child_rx) = tokio::sync::oneshot::channel();
@@ -195,13 +195,16 @@ pub(crate) async fn spawn(
     unsafe_code,
     reason = "pre_exec is the only way to set PR_SET_PDEATHSIG in the child"
 )]
-fn die_with_parent(command: &mut Command) {
+/// Makes the child receive `signal` when the thread that spawns it ends, and refuses to
+/// start it when this process is already gone. Spawn from a thread that lives as long as
+/// the child should (the kernel ties the signal to the spawning thread, not the process).
+pub fn die_with_parent(command: &mut Command, signal: i32) {
     let parent = std::process::id();
     // SAFETY: the closure runs in the forked child before exec. It calls only prctl and
     // getppid, which are async-signal-safe, and builds its error without allocating.
     unsafe {
         command.pre_exec(move || {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) != 0 {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, signal, 0, 0, 0) != 0 {
                 return Err(std::io::Error::last_os_error());
             }
             // The parent may have died before prctl took effect.
@@ -214,7 +217,8 @@ fn die_with_parent(command: &mut Command) {
 }
 
 #[cfg(not(target_os = "linux"))]
-fn die_with_parent(_command: &mut Command) {}
+/// Elsewhere the child is only killed on drop.
+pub fn die_with_parent(_command: &mut Command, _signal: i32) {}
 
 async fn read_lines(pipe: impl AsyncRead + Unpin, output: OutputLog) {
     let mut reader = BufReader::new(pipe);

@@ -93,7 +93,10 @@ async fn unknown_jobs_are_404() {
             other => panic!("expected a 404, got {other:?}"),
         }
     }
-    assert!(client.jobs().await.unwrap().jobs.is_empty(), "nothing was created");
+    assert!(
+        client.jobs().await.unwrap().jobs.is_empty(),
+        "nothing was created"
+    );
     farm.manager.shutdown().await;
 }
 

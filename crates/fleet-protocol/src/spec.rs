@@ -227,6 +227,12 @@ pub enum SpecError {
     MainFileMissing(String),
     #[error("`main_file` `{0}` is not a .blend file")]
     MainFileNotBlend(String),
+    #[error("file paths `{first}` and `{second}` name the same file `{normalised}`")]
+    DuplicatePath {
+        first: String,
+        second: String,
+        normalised: String,
+    },
     #[error("file path `{path}`: {reason}")]
     Path { path: String, reason: PathError },
 }
@@ -242,15 +248,22 @@ pub enum PathError {
     ControlCharacter,
     #[error("is absolute; paths must be relative to the project root")]
     Absolute,
-    #[error("contains a backslash")]
-    Backslash,
+    #[error("contains percent-encoded dots or separators (`%2e`, `%2f`, `%5c`)")]
+    Encoded,
     #[error("contains `..`, `.` or an empty component")]
     Traversal,
 }
 
 impl JobSpec {
-    /// Checks every field against its allowed range.
+    /// Checks every field against its allowed range, without changing anything.
     pub fn validate(&self) -> Result<(), SpecError> {
+        self.clone().normalized().map(drop)
+    }
+
+    /// Checks every field against its allowed range and returns the spec with its file
+    /// paths in normal form: forward slashes (a Windows client's `tex\wood.png` becomes
+    /// `tex/wood.png`), relative, confined to the project.
+    pub fn normalized(mut self) -> Result<Self, SpecError> {
         if self.samples == 0 || self.samples > MAX_SAMPLES {
             return Err(SpecError::Samples(self.samples));
         }
@@ -276,25 +289,36 @@ impl JobSpec {
         if self.files.is_empty() || self.files.len() > MAX_FILES_PER_JOB {
             return Err(SpecError::FileCount(self.files.len()));
         }
-        for path in self.files.keys() {
-            let normalised = validate_relative_path(path).map_err(|reason| SpecError::Path {
+        let mut files = BTreeMap::new();
+        let mut original_of: BTreeMap<String, String> = BTreeMap::new();
+        for (path, hash) in std::mem::take(&mut self.files) {
+            let normalised = validate_relative_path(&path).map_err(|reason| SpecError::Path {
                 path: path.clone(),
                 reason,
             })?;
-            if &normalised != path {
-                return Err(SpecError::Path {
-                    path: path.clone(),
-                    reason: PathError::Traversal,
+            if let Some(first) = original_of.insert(normalised.clone(), path.clone()) {
+                return Err(SpecError::DuplicatePath {
+                    first,
+                    second: path,
+                    normalised,
                 });
             }
+            files.insert(normalised, hash);
         }
-        if !self.files.contains_key(&self.main_file) {
-            return Err(SpecError::MainFileMissing(self.main_file.clone()));
+        self.files = files;
+        let main_file =
+            validate_relative_path(&self.main_file).map_err(|reason| SpecError::Path {
+                path: self.main_file.clone(),
+                reason,
+            })?;
+        if !self.files.contains_key(&main_file) {
+            return Err(SpecError::MainFileMissing(self.main_file));
         }
-        if !self.main_file.to_ascii_lowercase().ends_with(".blend") {
-            return Err(SpecError::MainFileNotBlend(self.main_file.clone()));
+        if !main_file.to_ascii_lowercase().ends_with(".blend") {
+            return Err(SpecError::MainFileNotBlend(self.main_file));
         }
-        Ok(())
+        self.main_file = main_file;
+        Ok(self)
     }
 
     fn validate_frames(&self) -> Result<(), SpecError> {
@@ -358,7 +382,12 @@ impl JobSpec {
     }
 }
 
-/// Checks that `path` is a plain relative path (forward slashes, no `..`) and returns it.
+/// Brings a project-relative file path into normal form, or says why it cannot be one.
+///
+/// Backslashes become forward slashes, so that paths from a Windows client work. Refused:
+/// empty or overlong paths, control characters (NUL included), absolute paths (`/etc`,
+/// `C:\x`, `C:x`, `\\server\share`), percent-encoded dots and separators, and `.`, `..`
+/// or empty components. The result can be joined to a directory without leaving it.
 pub fn validate_relative_path(path: &str) -> Result<String, PathError> {
     if path.is_empty() {
         return Err(PathError::Empty);
@@ -369,9 +398,14 @@ pub fn validate_relative_path(path: &str) -> Result<String, PathError> {
     if path.chars().any(char::is_control) {
         return Err(PathError::ControlCharacter);
     }
-    if path.contains('\\') {
-        return Err(PathError::Backslash);
+    let lower = path.to_ascii_lowercase();
+    if ["%2e", "%2f", "%5c"]
+        .iter()
+        .any(|code| lower.contains(code))
+    {
+        return Err(PathError::Encoded);
     }
+    let path = path.replace('\\', "/");
     let bytes = path.as_bytes();
     let drive = bytes.len() >= 2 && bytes[0].is_ascii_alphabetic() && bytes[1] == b':';
     if path.starts_with('/') || drive {
@@ -383,7 +417,7 @@ pub fn validate_relative_path(path: &str) -> Result<String, PathError> {
     {
         return Err(PathError::Traversal);
     }
-    Ok(path.to_owned())
+    Ok(path)
 }
 
 #[cfg(test)]
@@ -500,11 +534,17 @@ mod tests {
             "a/../../x",
             "/etc/passwd",
             "C:/x",
-            "a\\b",
+            "C:\\..",
+            "C:x",
+            "\\\\server\\share\\x",
+            "..\\..\\x",
             "a\0b",
             "",
             "a//b",
             "./a",
+            "%2e%2e/x",
+            "a%2Fb",
+            "a%5c..",
         ] {
             assert!(validate_relative_path(path).is_err(), "{path:?} accepted");
         }
@@ -512,7 +552,31 @@ mod tests {
             validate_relative_path("tex/wood.png").unwrap(),
             "tex/wood.png"
         );
+        assert_eq!(
+            validate_relative_path("tex\\wood 1.png").unwrap(),
+            "tex/wood 1.png"
+        );
         assert_eq!(validate_relative_path("a..b/c").unwrap(), "a..b/c");
+    }
+
+    #[test]
+    fn windows_paths_are_normalised_and_collisions_refused() {
+        let mut windows = spec();
+        windows.files = BTreeMap::from([
+            ("shots\\demo.blend".into(), hash()),
+            ("tex\\wood.png".into(), hash()),
+        ]);
+        windows.main_file = "shots\\demo.blend".into();
+        let normal = windows.normalized().unwrap();
+        assert_eq!(normal.main_file, "shots/demo.blend");
+        assert!(normal.files.contains_key("tex/wood.png"));
+
+        let mut twice = spec();
+        twice.files.insert("shots\\demo.blend".into(), hash());
+        assert!(matches!(
+            twice.normalized(),
+            Err(SpecError::DuplicatePath { .. })
+        ));
     }
 
     #[test]

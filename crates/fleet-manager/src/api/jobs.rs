@@ -21,7 +21,8 @@ pub async fn create(
     State(state): State<AppState>,
     ApiJson(spec): ApiJson<JobSpec>,
 ) -> Result<(StatusCode, Json<CreateJobResponse>), ApiError> {
-    spec.validate()
+    let spec = spec
+        .normalized()
         .map_err(|error| ApiError::bad_request(format!("invalid task spec: {error}")))?;
     if let Some((path, hash)) = spec
         .files

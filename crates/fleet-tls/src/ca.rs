@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
-    Issuer, KeyPair, KeyUsagePurpose, SanType,
+    BasicConstraints, CertificateParams, CertificateSigningRequestParams, DistinguishedName,
+    DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType,
 };
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use time::OffsetDateTime;
@@ -173,6 +173,32 @@ impl CertificateAuthority {
         self.sign(params)
     }
 
+    /// Signs an agent's certificate signing request. Only the public key is taken from the
+    /// request (its signature is checked); subject, usage and validity are the CA's choice:
+    /// `common_name`, client authentication only. Returns the certificate, PEM.
+    pub fn sign_client_request(
+        &self,
+        request_pem: &str,
+        common_name: &str,
+    ) -> Result<String, TlsError> {
+        let request = CertificateSigningRequestParams::from_pem(request_pem)
+            .map_err(|error| TlsError::Request(error.to_string()))?;
+        let mut params = CertificateParams::default();
+        params.distinguished_name = name(common_name);
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        set_validity(&mut params, LEAF_LIFETIME);
+        params.use_authority_key_identifier_extension = true;
+        let signing = CertificateSigningRequestParams {
+            params,
+            public_key: request.public_key,
+        };
+        let cert = signing
+            .signed_by(&self.issuer)
+            .map_err(TlsError::Generate)?;
+        Ok(cert.pem())
+    }
+
     fn sign(&self, mut params: CertificateParams) -> Result<IssuedCertificate, TlsError> {
         set_validity(&mut params, LEAF_LIFETIME);
         params.use_authority_key_identifier_extension = true;
@@ -187,6 +213,17 @@ impl CertificateAuthority {
             key_der: key.serialize_der(),
         })
     }
+}
+
+/// A fresh key pair and a certificate signing request for it: what an agent sends when it
+/// joins. Returns `(request_pem, private_key_pem)`; the key never leaves the agent.
+pub fn client_request(common_name: &str) -> Result<(String, String), TlsError> {
+    let key = KeyPair::generate().map_err(TlsError::Generate)?;
+    let mut params = CertificateParams::default();
+    params.distinguished_name = name(common_name);
+    let request = params.serialize_request(&key).map_err(TlsError::Generate)?;
+    let pem = request.pem().map_err(TlsError::Generate)?;
+    Ok((pem, key.serialize_pem()))
 }
 
 fn name(common_name: &str) -> DistinguishedName {
@@ -262,6 +299,28 @@ mod tests {
         std::fs::write(dir.path().join(CA_KEY_FILE), "garbage").unwrap();
         let error = CertificateAuthority::load_or_create(dir.path(), "test").unwrap_err();
         assert!(error.to_string().contains("ca.key"), "{error}");
+    }
+
+    #[test]
+    fn client_requests_are_signed_with_the_cas_subject_choice() {
+        let ca = CertificateAuthority::generate("test").unwrap();
+        let (request, key) = client_request("whatever the agent says").unwrap();
+        assert!(key.contains("PRIVATE KEY"));
+        let pem = ca
+            .sign_client_request(&request, "blendfleet-agent-7")
+            .unwrap();
+        let der = first_certificate_der(&pem).unwrap();
+        let (_, parsed) = x509_parser::parse_x509_certificate(&der).unwrap();
+        let subject = parsed.subject().to_string();
+        assert!(subject.contains("blendfleet-agent-7"), "{subject}");
+        let (_, ca_parsed) = x509_parser::parse_x509_certificate(ca.cert_der()).unwrap();
+        assert_eq!(parsed.issuer(), ca_parsed.subject());
+        assert!(ca
+            .sign_client_request(
+                "-----BEGIN CERTIFICATE REQUEST-----\ngarbage\n-----END CERTIFICATE REQUEST-----\n",
+                "x"
+            )
+            .is_err());
     }
 
     #[test]

@@ -10,8 +10,8 @@ mod config;
 mod fingerprint;
 mod pin;
 
-pub use ca::{CertificateAuthority, IssuedCertificate};
-pub use config::{pinned_client_config, server_config};
+pub use ca::{client_request, CertificateAuthority, IssuedCertificate};
+pub use config::{pinned_client_config, pinned_client_config_with_identity, server_config};
 pub use fingerprint::{Fingerprint, FingerprintError};
 pub use pin::{PinMismatch, PinnedVerifier};
 
@@ -37,6 +37,10 @@ pub enum TlsError {
         path: std::path::PathBuf,
         what: &'static str,
     },
+    #[error("the certificate signing request is not usable: {0}")]
+    Request(String),
+    #[error("the client certificate or key is not usable: {0}")]
+    Identity(String),
     #[error("failed to build the TLS configuration")]
     Rustls(#[from] rustls::Error),
 }

@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use fleet_tls::{pinned_client_config, server_config, CertificateAuthority, Fingerprint};
+use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::ServerName;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -106,6 +107,87 @@ async fn a_server_signed_by_another_ca_carrying_the_pinned_ca_in_its_chain_is_re
         let _ = acceptor.accept(stream).await;
     });
     assert!(connect(address, real.fingerprint(), "127.0.0.1")
+        .await
+        .is_err());
+}
+
+/// A server that answers with the fingerprint of the client's certificate, or `none`.
+async fn serve_peer_fingerprints(ca: &CertificateAuthority) -> std::net::SocketAddr {
+    let server = ca.issue_server(&["127.0.0.1".to_owned()]).unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(server_config(ca, &server).unwrap());
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                if let Ok(mut tls) = acceptor.accept(stream).await {
+                    let peer = tls
+                        .get_ref()
+                        .1
+                        .peer_certificates()
+                        .and_then(|chain| chain.first())
+                        .map_or_else(
+                            || "none".to_owned(),
+                            |cert| Fingerprint::of_der(cert).to_string(),
+                        );
+                    let _ = tls.write_all(peer.as_bytes()).await;
+                    let _ = tls.shutdown().await;
+                }
+            });
+        }
+    });
+    address
+}
+
+async fn connect_as(
+    address: std::net::SocketAddr,
+    pin: Fingerprint,
+    cert_pem: &str,
+    key_pem: &str,
+) -> Result<String, std::io::Error> {
+    let config = fleet_tls::pinned_client_config_with_identity(pin, cert_pem, key_pem).unwrap();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let stream = TcpStream::connect(address).await?;
+    let mut tls = connector
+        .connect(ServerName::try_from("127.0.0.1").unwrap(), stream)
+        .await?;
+    let mut text = String::new();
+    tls.read_to_string(&mut text).await?;
+    Ok(text)
+}
+
+#[tokio::test]
+async fn client_certificates_are_optional_but_must_come_from_the_farm_ca() {
+    let ca = CertificateAuthority::generate("farm").unwrap();
+    let address = serve_peer_fingerprints(&ca).await;
+
+    // Users connect without a certificate.
+    assert_eq!(
+        connect(address, ca.fingerprint(), "127.0.0.1")
+            .await
+            .unwrap(),
+        "none"
+    );
+
+    // An agent with a certificate the farm signed is seen by it.
+    let (request, key) = fleet_tls::client_request("agent").unwrap();
+    let cert = ca
+        .sign_client_request(&request, "blendfleet-agent-1")
+        .unwrap();
+    let seen = connect_as(address, ca.fingerprint(), &cert, &key)
+        .await
+        .unwrap();
+    let der = rustls_pki_types::CertificateDer::from_pem_slice(cert.as_bytes()).unwrap();
+    assert_eq!(seen, Fingerprint::of_der(&der).to_string());
+
+    // A certificate from another CA fails the handshake.
+    let foreign = CertificateAuthority::generate("farm").unwrap();
+    let (request, key) = fleet_tls::client_request("agent").unwrap();
+    let cert = foreign
+        .sign_client_request(&request, "blendfleet-agent-1")
+        .unwrap();
+    assert!(connect_as(address, ca.fingerprint(), &cert, &key)
         .await
         .is_err());
 }

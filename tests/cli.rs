@@ -108,7 +108,7 @@ fn bad_fingerprints_and_frame_ranges_are_explained() {
 fn ca_show_without_state_says_to_start_the_manager() {
     let dir = tempfile::tempdir().unwrap();
     fails_with(
-        &["ca", "--state-dir", dir.path().to_str().unwrap()],
+        &["ca", "show", "--state-dir", dir.path().to_str().unwrap()],
         &[],
         "start `blendfleet manager`",
     );

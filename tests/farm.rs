@@ -178,7 +178,18 @@ impl Farm {
         }
     }
 
-    fn add_agent(&mut self, name: &str, blender: &BlenderCommand, dir: &Path) {
+    async fn add_agent(&mut self, name: &str, blender: &BlenderCommand, dir: &Path) {
+        // The token from the banner admits one agent; the others get their own.
+        let token = if self.agents.is_empty() {
+            self.join_token.clone()
+        } else {
+            let client = Client::new(&self.settings).unwrap();
+            let token = client
+                .create_join_token(Duration::from_secs(300))
+                .await
+                .unwrap();
+            token.token.expose().to_owned()
+        };
         let child = blendfleet()
             .args(["agent", "--manager", &self.settings.url, "--ca-fingerprint"])
             .arg(self.settings.ca_fingerprint.to_string())
@@ -186,7 +197,7 @@ impl Farm {
             .arg(blender.program())
             .arg("--work-dir")
             .arg(dir.join(name))
-            .env("BLENDFLEET_JOIN_TOKEN", &self.join_token)
+            .env("BLENDFLEET_JOIN_TOKEN", &token)
             .stdout(Stdio::null())
             .stderr(log(dir, name))
             .spawn()
@@ -251,7 +262,8 @@ async fn an_agent_killed_mid_chunk_loses_its_lease_and_the_frame_still_matches()
     let blend = support::demo_scene(&blender, dir.path()).await;
     let mut farm = Farm::start(dir.path(), 3);
     for index in 1..=3 {
-        farm.add_agent(&format!("e2e-{index}"), &blender, dir.path());
+        farm.add_agent(&format!("e2e-{index}"), &blender, dir.path())
+            .await;
     }
     let client = Client::new(&farm.settings).unwrap();
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -348,6 +360,24 @@ async fn an_agent_killed_mid_chunk_loses_its_lease_and_the_frame_still_matches()
         next += count;
     }
     assert_eq!(next, samples);
+
+    // Secrets stay out of the logs.
+    for log in ["manager", "e2e-1", "e2e-2", "e2e-3"] {
+        let text = std::fs::read_to_string(dir.path().join(format!("{log}.log"))).unwrap();
+        assert!(!text.is_empty(), "{log}.log is empty");
+        assert!(
+            !text.contains("e2e-password"),
+            "the password is in {log}.log"
+        );
+        assert!(
+            !text.contains(&farm.join_token),
+            "a join credential is in {log}.log"
+        );
+        assert!(
+            !text.contains("PRIVATE KEY"),
+            "a private key is in {log}.log"
+        );
+    }
 
     let merged = dir.path().join("merged.exr");
     client.download_frame_exr(job, 1, &merged).await.unwrap();

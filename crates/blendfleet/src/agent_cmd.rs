@@ -3,7 +3,6 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::Context;
 use fleet_agent::AgentConfig;
 use fleet_blender::BlenderCommand;
 use fleet_protocol::Secret;
@@ -14,9 +13,8 @@ use crate::cli::AgentArgs;
 pub const ENV_JOIN_TOKEN: &str = "BLENDFLEET_JOIN_TOKEN";
 
 pub async fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
-    let token = std::env::var(ENV_JOIN_TOKEN).with_context(|| {
-        format!("set {ENV_JOIN_TOKEN} to the join credential the manager printed")
-    })?;
+    // Only needed the first time: afterwards the agent has its certificate.
+    let token = std::env::var(ENV_JOIN_TOKEN).ok().map(Secret::new);
     let blender = BlenderCommand::discover(args.blender.as_deref())?;
     let name = args.name.unwrap_or_else(hostname);
     let work_dir = match args.work_dir {
@@ -26,7 +24,7 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
     let config = AgentConfig {
         manager_url: args.manager,
         ca_fingerprint: args.ca_fingerprint,
-        join_token: Secret::new(token),
+        join_token: token,
         name,
         threads: args.threads,
         blender,

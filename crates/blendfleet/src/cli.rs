@@ -52,10 +52,46 @@ pub enum Command {
         #[command(flatten)]
         remote: RemoteArgs,
     },
-    /// List the agents of the configured manager.
-    Agents(RemoteArgs),
-    /// Show the manager's certificate authority fingerprint (what clients pin).
-    Ca {
+    /// List the agents of the configured manager, or remove one.
+    Agents {
+        #[command(subcommand)]
+        action: Option<AgentsAction>,
+        #[command(flatten)]
+        remote: RemoteArgs,
+    },
+    /// Join credentials for agents.
+    #[command(subcommand)]
+    Token(TokenAction),
+    /// The manager's certificate authority.
+    #[command(subcommand)]
+    Ca(CaAction),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AgentsAction {
+    /// Remove an agent: its certificate is refused from now on, its chunks are requeued.
+    Remove {
+        /// The agent's id, as `blendfleet agents` lists it.
+        agent: fleet_protocol::AgentId,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenAction {
+    /// Make a single-use join credential for one agent.
+    Create {
+        /// Minutes the credential stays valid.
+        #[arg(long, default_value_t = 60)]
+        ttl_minutes: u64,
+        #[command(flatten)]
+        remote: RemoteArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CaAction {
+    /// Print the CA certificate's SHA-256 fingerprint: what clients and agents pin.
+    Show {
         /// The manager's state directory.
         #[arg(long, env = "BLENDFLEET_STATE_DIR")]
         state_dir: Option<PathBuf>,
@@ -223,8 +259,19 @@ pub async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             output,
             remote,
         } => crate::jobs_cmd::download(job, &output, &remote).await,
-        Command::Agents(remote) => crate::jobs_cmd::agents(&remote).await,
-        Command::Ca { state_dir } => crate::manager_cmd::show_ca(state_dir),
+        Command::Agents {
+            action: None,
+            remote,
+        } => crate::jobs_cmd::agents(&remote).await,
+        Command::Agents {
+            action: Some(AgentsAction::Remove { agent }),
+            remote,
+        } => crate::jobs_cmd::remove_agent(agent, &remote).await,
+        Command::Token(TokenAction::Create {
+            ttl_minutes,
+            remote,
+        }) => crate::jobs_cmd::create_token(ttl_minutes, &remote).await,
+        Command::Ca(CaAction::Show { state_dir }) => crate::manager_cmd::show_ca(state_dir),
     }
 }
 

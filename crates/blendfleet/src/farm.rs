@@ -11,6 +11,9 @@ use tokio::process::{Child, Command};
 
 use crate::agent_cmd::ENV_JOIN_TOKEN;
 
+/// How long a local agent's join credential is valid: long enough for a slow start.
+const LOCAL_TOKEN_TTL: Duration = Duration::from_secs(600);
+
 /// How long local agents get to stop after SIGTERM before they are killed.
 const STOP_GRACE: Duration = Duration::from_secs(10);
 
@@ -64,7 +67,10 @@ impl LocalAgents {
                 .arg(threads.to_string())
                 .arg("--work-dir")
                 .arg(root.join(&name))
-                .env(ENV_JOIN_TOKEN, manager.join_token.expose())
+                .env(
+                    ENV_JOIN_TOKEN,
+                    manager.create_join_token(LOCAL_TOKEN_TTL)?.token.expose(),
+                )
                 .stdin(Stdio::null())
                 .kill_on_drop(true);
             if let Some(blender) = blender {

@@ -4,7 +4,7 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use fleet_protocol::{ErrorCode, FrameState, JobId};
+use fleet_protocol::{AgentId, ErrorCode, FrameState, JobId};
 
 use crate::cli::RemoteArgs;
 use crate::{connection, output};
@@ -118,6 +118,27 @@ pub async fn agents(remote: &RemoteArgs) -> anyhow::Result<ExitCode> {
                 agent.samples_rendered
             ));
         }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn remove_agent(agent: AgentId, remote: &RemoteArgs) -> anyhow::Result<ExitCode> {
+    connection::required(remote)?.remove_agent(agent).await?;
+    output::line(format!("agent {agent} removed; its certificate is revoked"));
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn create_token(ttl_minutes: u64, remote: &RemoteArgs) -> anyhow::Result<ExitCode> {
+    let ttl = std::time::Duration::from_secs(ttl_minutes.max(1) * 60);
+    let token = connection::required(remote)?.create_join_token(ttl).await?;
+    if remote.json {
+        let shown = serde_json::json!({
+            "token": token.token.expose(),
+            "expires_at_ms": token.expires_at_ms,
+        });
+        output::json(&shown)?;
+    } else {
+        output::line(token.token.expose());
     }
     Ok(ExitCode::SUCCESS)
 }

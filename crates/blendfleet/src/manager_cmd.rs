@@ -14,6 +14,9 @@ use crate::connection::ENV_PASSWORD;
 use crate::farm::LocalAgents;
 use crate::output;
 
+/// How long the join credential printed at start-up is valid.
+const BANNER_TOKEN_TTL: Duration = Duration::from_secs(3600);
+
 /// `$XDG_DATA_HOME/blendfleet` or `~/.local/share/blendfleet`.
 pub fn data_dir() -> anyhow::Result<PathBuf> {
     let base = std::env::var_os("XDG_DATA_HOME")
@@ -93,13 +96,16 @@ fn print_welcome(manager: &RunningManager) -> anyhow::Result<()> {
         "  connection:     {}",
         settings.connection_string()?
     ));
+    let token = manager.create_join_token(BANNER_TOKEN_TTL)?;
     output::line(format!(
         "  agents join with: BLENDFLEET_JOIN_TOKEN={} blendfleet agent --manager {} --ca-fingerprint {}",
-        manager.join_token.expose(),
+        token.token.expose(),
         manager.url(),
         manager.fingerprint
     ));
-    output::line("  (the join credential is valid until the manager restarts)");
+    output::line(
+        "  (that join credential admits one agent within an hour; `blendfleet token create` makes more)",
+    );
     Ok(())
 }
 

@@ -5,6 +5,7 @@
 //! a resident Blender ([`fleet_blender::Worker`]) while heartbeating, and uploads the result.
 
 mod files;
+mod identity;
 mod work;
 
 use std::path::PathBuf;
@@ -24,8 +25,9 @@ pub struct AgentConfig {
     pub manager_url: String,
     /// Fingerprint of the manager's CA.
     pub ca_fingerprint: Fingerprint,
-    /// The join credential.
-    pub join_token: Secret,
+    /// The join credential; needed only when the work directory holds no certificate for
+    /// this farm yet.
+    pub join_token: Option<Secret>,
     /// A name shown in the manager's agent list.
     pub name: String,
     /// Render threads; 0 uses every core.
@@ -47,6 +49,13 @@ pub enum AgentError {
     Blender(#[from] fleet_blender::BlenderError),
     #[error("the manager refused this agent: {0}")]
     Refused(String),
+    #[error(
+        "this agent has not joined the farm yet: set BLENDFLEET_JOIN_TOKEN to a join credential \
+         (`blendfleet token create` on a machine that can reach the manager)"
+    )]
+    NoJoinToken,
+    #[error(transparent)]
+    Tls(#[from] fleet_tls::TlsError),
     #[error("gave up reaching the manager")]
     Unreachable(#[source] fleet_client::ClientError),
     #[error(transparent)]

@@ -8,6 +8,7 @@ use fleet_protocol::{ErrorCode, JoinRequest, Lease};
 use tokio_util::sync::CancellationToken;
 
 use crate::files::WorkDir;
+use crate::identity::Identity;
 use crate::{AgentConfig, AgentError};
 
 /// Pause between attempts to reach an unreachable manager.
@@ -15,10 +16,25 @@ const RETRY_PAUSE: Duration = Duration::from_secs(1);
 
 /// Joins the manager and renders until `shutdown` fires.
 pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(), AgentError> {
+    let stored = Identity::load(&config.work_dir, config.ca_fingerprint)?;
+    if stored.is_none() && config.join_token.is_none() {
+        return Err(AgentError::NoJoinToken);
+    }
     let blender_version = config.blender.version().await?;
     let work = WorkDir::create(config.work_dir.clone())?;
-    let mut client = AgentClient::new(&config.manager_url, config.ca_fingerprint)?;
-    join(&mut client, &config, &blender_version, &shutdown).await?;
+    let identity = match stored {
+        Some(identity) => {
+            tracing::info!("using the certificate from an earlier join");
+            identity
+        }
+        None => join(&config, &blender_version, &shutdown).await?,
+    };
+    let client = AgentClient::with_identity(
+        &config.manager_url,
+        config.ca_fingerprint,
+        &identity.certificate_pem,
+        &identity.key_pem,
+    )?;
     // Start Blender now, while the first job is still being uploaded, so that the first
     // chunk does not wait for it. A failure here is reported with the first chunk instead.
     let mut worker: Option<Worker> = match Worker::spawn(&config.blender, worker_options(&config))
@@ -63,27 +79,37 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
     Ok(())
 }
 
+/// Joins the farm: a fresh key pair, a signing request sent with the join credential, and
+/// the signed certificate stored with the key in the work directory.
 async fn join(
-    client: &mut AgentClient,
     config: &AgentConfig,
     blender_version: &str,
     shutdown: &CancellationToken,
-) -> Result<(), AgentError> {
+) -> Result<Identity, AgentError> {
+    let token = config.join_token.clone().ok_or(AgentError::NoJoinToken)?;
+    let client = AgentClient::new(&config.manager_url, config.ca_fingerprint)?;
+    let (certificate_request, key_pem) = fleet_tls::client_request(&config.name)?;
     let request = JoinRequest {
-        token: config.join_token.clone(),
+        token,
         name: config.name.clone(),
         threads: config.threads,
         blender_version: blender_version.to_owned(),
+        certificate_request,
     };
     let mut unreachable_since = None;
     loop {
         match client.join(&request).await {
             Ok(answer) => {
                 tracing::info!(agent = %answer.agent_id, manager = %client.url(), blender = blender_version, "joined");
-                return Ok(());
+                let identity = Identity {
+                    certificate_pem: answer.certificate,
+                    key_pem,
+                };
+                identity.save(&config.work_dir, config.ca_fingerprint)?;
+                return Ok(identity);
             }
             Err(error) => {
-                wait_for_manager(&error, &mut unreachable_since, config, shutdown).await?
+                wait_for_manager(&error, &mut unreachable_since, config, shutdown).await?;
             }
         }
     }
@@ -99,10 +125,15 @@ async fn wait_for_manager(
 ) -> Result<(), AgentError> {
     match error {
         ClientError::Api {
-            code: ErrorCode::Unauthorized,
+            code: ErrorCode::Unauthorized | ErrorCode::Forbidden,
             message,
             ..
-        } => return Err(AgentError::Refused(message.clone())),
+        } => {
+            // A stored certificate the manager refuses is of no use any more: the next
+            // start joins afresh (with a new join credential).
+            Identity::forget(&config.work_dir);
+            return Err(AgentError::Refused(message.clone()));
+        }
         ClientError::PinMismatch(message) => return Err(AgentError::Refused(message.clone())),
         _ => {}
     }

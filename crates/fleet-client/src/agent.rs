@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use fleet_protocol::{
     paths, BlobHash, FailRequest, HeartbeatRequest, HeartbeatResponse, JoinRequest, JoinResponse,
-    Lease, LeaseId, LeaseRequest, Secret, UploadResponse,
+    Lease, LeaseId, LeaseRequest, UploadResponse,
 };
 use fleet_tls::Fingerprint;
 
@@ -14,20 +14,35 @@ use crate::{http, ClientError};
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A client of the manager's agent API.
+///
+/// Before it joins, an agent has no identity and may only call [`AgentClient::join`]. The
+/// manager answers with a client certificate for the key the agent generated; every other
+/// call is made over mutual TLS with it ([`AgentClient::with_identity`]).
 #[derive(Clone, Debug)]
 pub struct AgentClient {
     http: reqwest::Client,
     base: String,
-    secret: Option<Secret>,
 }
 
 impl AgentClient {
-    /// Prepares a client for the manager at `url` whose CA has fingerprint `ca`.
+    /// A client without identity, for the manager at `url` whose CA has fingerprint `ca`.
     pub fn new(url: &str, ca: Fingerprint) -> Result<Self, ClientError> {
         Ok(Self {
             http: http::build(ca)?,
             base: http::base_url(url)?,
-            secret: None,
+        })
+    }
+
+    /// A client that presents the agent's certificate (PEM) and private key (PEM).
+    pub fn with_identity(
+        url: &str,
+        ca: Fingerprint,
+        cert_pem: &str,
+        key_pem: &str,
+    ) -> Result<Self, ClientError> {
+        Ok(Self {
+            http: http::build_with_identity(ca, cert_pem, key_pem)?,
+            base: http::base_url(url)?,
         })
     }
 
@@ -37,22 +52,17 @@ impl AgentClient {
     }
 
     fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
-        let request = self.http.request(method, format!("{}{path}", self.base));
-        match &self.secret {
-            Some(secret) => request.bearer_auth(secret.expose()),
-            None => request,
-        }
+        self.http.request(method, format!("{}{path}", self.base))
     }
 
-    /// Joins the manager with a join credential; later calls use the secret it returns.
-    pub async fn join(&mut self, request: &JoinRequest) -> Result<JoinResponse, ClientError> {
+    /// Joins the manager with a join credential and a certificate signing request; the
+    /// answer carries the agent's certificate.
+    pub async fn join(&self, request: &JoinRequest) -> Result<JoinResponse, ClientError> {
         let call = self
             .request(reqwest::Method::POST, paths::AGENT_JOIN)
             .timeout(CALL_TIMEOUT)
             .json(request);
-        let answer: JoinResponse = http::json(&self.base, call).await?;
-        self.secret = Some(answer.secret.clone());
-        Ok(answer)
+        http::json(&self.base, call).await
     }
 
     /// Asks for a chunk, waiting up to `wait` for one. `None`: no work right now.

@@ -19,6 +19,21 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 pub(crate) fn build(pin: Fingerprint) -> Result<reqwest::Client, ClientError> {
     let tls = fleet_tls::pinned_client_config(pin)
         .map_err(|error| ClientError::Settings(error.to_string()))?;
+    with_tls(tls)
+}
+
+/// A reqwest client that trusts only the pinned CA and presents a client certificate.
+pub(crate) fn build_with_identity(
+    pin: Fingerprint,
+    cert_pem: &str,
+    key_pem: &str,
+) -> Result<reqwest::Client, ClientError> {
+    let tls = fleet_tls::pinned_client_config_with_identity(pin, cert_pem, key_pem)
+        .map_err(|error| ClientError::Settings(error.to_string()))?;
+    with_tls(tls)
+}
+
+fn with_tls(tls: rustls::ClientConfig) -> Result<reqwest::Client, ClientError> {
     reqwest::Client::builder()
         .tls_backend_preconfigured(tls)
         .connect_timeout(CONNECT_TIMEOUT)

@@ -4,8 +4,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use fleet_protocol::{
-    paths, AgentInfo, BlobHash, CreateJobResponse, JobId, JobList, JobSpec, JobStatus,
-    MissingBlobsRequest, MissingBlobsResponse, Secret, ServerInfo,
+    paths, AgentId, AgentInfo, BlobHash, CreateJobResponse, CreateJoinTokenRequest, JobId, JobList,
+    JobSpec, JobStatus, JoinToken, MissingBlobsRequest, MissingBlobsResponse, Secret, ServerInfo,
 };
 use fleet_tls::Fingerprint;
 
@@ -165,6 +165,22 @@ impl Client {
     pub async fn delete_job(&self, id: JobId) -> Result<(), ClientError> {
         let request = self
             .request(reqwest::Method::DELETE, &paths::job(id))
+            .timeout(CALL_TIMEOUT);
+        http::send(&self.base, request).await.map(drop)
+    }
+
+    /// A single-use join credential for one agent, valid for `ttl`.
+    pub async fn create_join_token(&self, ttl: Duration) -> Result<JoinToken, ClientError> {
+        let body = CreateJoinTokenRequest {
+            ttl_secs: Some(ttl.as_secs().max(1)),
+        };
+        http::json(&self.base, self.post(paths::JOIN_TOKENS).json(&body)).await
+    }
+
+    /// Removes an agent; its certificate is refused from then on.
+    pub async fn remove_agent(&self, id: AgentId) -> Result<(), ClientError> {
+        let request = self
+            .request(reqwest::Method::DELETE, &paths::agent(id))
             .timeout(CALL_TIMEOUT);
         http::send(&self.base, request).await.map(drop)
     }

@@ -55,17 +55,34 @@ pub async fn serve(
                     return;
                 }
             };
-            serve_connection(tls, peer, app, shutdown).await;
+            let certificate = tls
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|chain| chain.first())
+                .map(|cert| fleet_tls::Fingerprint::of_der(cert).to_string());
+            serve_connection(tls, peer, PeerCertificate(certificate), app, shutdown).await;
         });
     }
 }
 
-async fn serve_connection<S>(stream: S, peer: SocketAddr, app: Router, shutdown: CancellationToken)
-where
+/// The fingerprint of the client certificate the connection presented, if any. The TLS
+/// layer has already checked that it chains to the manager's CA.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PeerCertificate(pub Option<String>);
+
+async fn serve_connection<S>(
+    stream: S,
+    peer: SocketAddr,
+    certificate: PeerCertificate,
+    app: Router,
+    shutdown: CancellationToken,
+) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let service = app.map_request(move |mut request: hyper::Request<hyper::body::Incoming>| {
         request.extensions_mut().insert(ConnectInfo(peer));
+        request.extensions_mut().insert(certificate.clone());
         request.map(axum::body::Body::new)
     });
     let service = TowerToHyperService::new(service);

@@ -18,6 +18,9 @@ pub struct JoinRequest {
     pub threads: u32,
     /// The Blender it renders with, e.g. `3.4.1`.
     pub blender_version: String,
+    /// A PKCS#10 certificate signing request (PEM) for the key the agent generated; the
+    /// manager signs it with its CA. The private key never leaves the agent.
+    pub certificate_request: String,
 }
 
 /// The manager accepts the agent.
@@ -25,8 +28,27 @@ pub struct JoinRequest {
 pub struct JoinResponse {
     /// The agent's identity from now on.
     pub agent_id: AgentId,
-    /// Bearer secret for every later agent call.
-    pub secret: Secret,
+    /// The agent's client certificate (PEM), signed by the manager's CA. Every later agent
+    /// call is made over mutual TLS with it.
+    pub certificate: String,
+}
+
+/// Asks for a join credential.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateJoinTokenRequest {
+    /// How long the credential stays valid, in seconds (default one hour, at most a week).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl_secs: Option<u64>,
+}
+
+/// A join credential: one agent may join with it, once, before it expires.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JoinToken {
+    /// The credential itself; shown once, stored hashed.
+    pub token: Secret,
+    /// When it expires, milliseconds since the Unix epoch.
+    pub expires_at_ms: i64,
 }
 
 /// Asks for work; the manager holds the request up to `wait_ms` when it has none.

@@ -12,6 +12,8 @@ pub enum ErrorCode {
     BadRequest,
     /// Credentials are missing or wrong (401).
     Unauthorized,
+    /// The caller is known but not allowed, e.g. an agent whose certificate was revoked (403).
+    Forbidden,
     /// The thing named in the path does not exist (404).
     NotFound,
     /// The path exists but not with this HTTP method (405).
@@ -38,6 +40,7 @@ impl ErrorCode {
         match self {
             Self::BadRequest => 400,
             Self::Unauthorized => 401,
+            Self::Forbidden => 403,
             Self::NotFound => 404,
             Self::MethodNotAllowed => 405,
             Self::Conflict => 409,
@@ -53,7 +56,8 @@ impl ErrorCode {
     /// The code used when a response carries no parsable body.
     pub fn from_http_status(status: u16) -> Self {
         match status {
-            401 | 403 => Self::Unauthorized,
+            401 => Self::Unauthorized,
+            403 => Self::Forbidden,
             404 => Self::NotFound,
             405 => Self::MethodNotAllowed,
             409 => Self::Conflict,
@@ -113,6 +117,7 @@ mod tests {
         for code in [
             ErrorCode::BadRequest,
             ErrorCode::Unauthorized,
+            ErrorCode::Forbidden,
             ErrorCode::NotFound,
             ErrorCode::MethodNotAllowed,
             ErrorCode::Conflict,

@@ -14,8 +14,8 @@ mod spec;
 mod status;
 
 pub use agent::{
-    AgentInfo, AgentState, FailRequest, HeartbeatRequest, HeartbeatResponse, JoinRequest,
-    JoinResponse, Lease, LeaseRequest, UploadResponse,
+    AgentInfo, AgentState, CreateJoinTokenRequest, FailRequest, HeartbeatRequest,
+    HeartbeatResponse, JoinRequest, JoinResponse, JoinToken, Lease, LeaseRequest, UploadResponse,
 };
 pub use blob::{BlobHash, BlobHashError, MissingBlobsRequest, MissingBlobsResponse};
 pub use error::{ErrorBody, ErrorCode};

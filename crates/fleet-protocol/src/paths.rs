@@ -1,6 +1,6 @@
 //! Every path of the API, in one place. Paths with parameters are functions.
 
-use crate::{BlobHash, JobId, LeaseId};
+use crate::{AgentId, BlobHash, JobId, LeaseId};
 
 /// Prefix of every path.
 pub const PREFIX: &str = "/api/v1";
@@ -13,6 +13,8 @@ pub const BLOBS_MISSING: &str = "/api/v1/blobs/missing";
 pub const JOBS: &str = "/api/v1/jobs";
 /// `GET` → `Vec<`[`crate::AgentInfo`]`>`.
 pub const AGENTS: &str = "/api/v1/agents";
+/// `POST` [`crate::CreateJoinTokenRequest`] → [`crate::JoinToken`].
+pub const JOIN_TOKENS: &str = "/api/v1/join-tokens";
 /// `POST` [`crate::JoinRequest`] → [`crate::JoinResponse`].
 pub const AGENT_JOIN: &str = "/api/v1/agent/join";
 /// `POST` [`crate::LeaseRequest`] → [`crate::Lease`], or 204 when there is no work.
@@ -21,6 +23,11 @@ pub const AGENT_LEASE: &str = "/api/v1/agent/lease";
 /// `PUT` raw bytes: upload a file under its SHA-256.
 pub fn blob(hash: &BlobHash) -> String {
     format!("{PREFIX}/blobs/{hash}")
+}
+
+/// `DELETE`: removes an agent and revokes its certificate.
+pub fn agent(id: AgentId) -> String {
+    format!("{PREFIX}/agents/{id}")
 }
 
 /// `GET` → [`crate::JobStatus`]; `DELETE` removes the job and its results.

@@ -9,17 +9,21 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use fleet_merge::{ChunkInfo, FoldOutcome};
 use fleet_protocol::{
-    AgentInfo, BlobHash, ErrorCode, FailRequest, HeartbeatRequest, HeartbeatResponse, JoinRequest,
-    JoinResponse, Lease, LeaseId, LeaseRequest, UploadResponse,
+    AgentId, AgentInfo, BlobHash, CreateJoinTokenRequest, ErrorCode, FailRequest, HeartbeatRequest,
+    HeartbeatResponse, JoinRequest, JoinResponse, JoinToken, Lease, LeaseId, LeaseRequest,
+    UploadResponse,
 };
 use serde::Deserialize;
 
 use super::blobs::body_error;
-use super::extract::{Agent, ApiJson, ApiPath, ApiQuery, User};
+use super::extract::{
+    check_not_blocked, failed_attempt, Agent, ApiJson, ApiPath, ApiQuery, ClientAddress, User,
+};
 use super::{ApiError, AppState};
-use crate::auth::{generate_secret, secret_hash, token_matches};
+use crate::auth::secret_hash;
 use crate::blobs::{unique_name, write_stream};
 use crate::frames::FoldError;
+use crate::store::agents::Joined;
 use crate::store::leases::FailOutcome;
 use crate::store::{now_ms, UploadTarget};
 
@@ -36,14 +40,18 @@ pub async fn list(
     Ok(Json(agents))
 }
 
+/// The largest certificate signing request accepted.
+const MAX_REQUEST_PEM: usize = 16 * 1024;
+/// Join credentials live an hour unless asked otherwise, and a week at most.
+const DEFAULT_TOKEN_TTL_SECS: u64 = 3600;
+const MAX_TOKEN_TTL_SECS: u64 = 7 * 24 * 3600;
+
 pub async fn join(
     State(state): State<AppState>,
+    ClientAddress(address): ClientAddress,
     ApiJson(request): ApiJson<JoinRequest>,
 ) -> Result<Json<JoinResponse>, ApiError> {
-    if !token_matches(&state.join_token, &request.token) {
-        tracing::warn!(name = %request.name, "rejected an agent with a wrong join credential");
-        return Err(ApiError::unauthorized("wrong join credential"));
-    }
+    check_not_blocked(&state, address)?;
     let name = request.name.trim();
     if name.is_empty() || name.chars().count() > MAX_NAME_LEN || name.chars().any(char::is_control)
     {
@@ -51,16 +59,76 @@ pub async fn join(
             "agent name must be 1 to {MAX_NAME_LEN} printable characters"
         )));
     }
-    let secret = generate_secret();
-    let agent_id = state.store.add_agent(
+    if request.certificate_request.len() > MAX_REQUEST_PEM {
+        return Err(ApiError::bad_request(
+            "the certificate signing request is too large",
+        ));
+    }
+    let joined = state.store.join_agent(
+        &secret_hash(request.token.expose()),
+        now_ms(),
         name,
-        &secret_hash(secret.expose()),
         request.threads,
         &request.blender_version,
-        now_ms(),
+        |agent| {
+            let pem = state.ca.sign_client_request(
+                &request.certificate_request,
+                &format!("blendfleet-agent-{agent}"),
+            )?;
+            let fingerprint = certificate_fingerprint(&pem)?;
+            Ok::<_, fleet_tls::TlsError>((fingerprint, pem))
+        },
     )?;
-    tracing::info!(agent = %agent_id, name, blender = %request.blender_version, "agent joined");
-    Ok(Json(JoinResponse { agent_id, secret }))
+    match joined {
+        Ok(Joined::Agent(agent_id, certificate)) => {
+            tracing::info!(agent = %agent_id, name, blender = %request.blender_version, "agent joined");
+            Ok(Json(JoinResponse {
+                agent_id,
+                certificate,
+            }))
+        }
+        Ok(Joined::Refused(refusal)) => {
+            tracing::warn!(name, address = ?address, %refusal, "refused an agent's join credential");
+            let refused = ApiError::unauthorized(refusal.to_string());
+            Err(failed_attempt(&state, address, refused))
+        }
+        Err(error) => Err(ApiError::bad_request(error.to_string())),
+    }
+}
+
+fn certificate_fingerprint(pem: &str) -> Result<String, fleet_tls::TlsError> {
+    use rustls::pki_types::pem::PemObject;
+    let der = rustls::pki_types::CertificateDer::from_pem_slice(pem.as_bytes())
+        .map_err(|_| fleet_tls::TlsError::Identity("the signed certificate is not PEM".into()))?;
+    Ok(fleet_tls::Fingerprint::of_der(&der).to_string())
+}
+
+pub async fn create_join_token(
+    _user: User,
+    State(state): State<AppState>,
+    ApiJson(request): ApiJson<CreateJoinTokenRequest>,
+) -> Result<(StatusCode, Json<JoinToken>), ApiError> {
+    let ttl = request.ttl_secs.unwrap_or(DEFAULT_TOKEN_TTL_SECS);
+    if ttl == 0 || ttl > MAX_TOKEN_TTL_SECS {
+        return Err(ApiError::bad_request(format!(
+            "`ttl_secs` must be between 1 and {MAX_TOKEN_TTL_SECS}, got {ttl}"
+        )));
+    }
+    let token = crate::new_join_token(&state.store, Duration::from_secs(ttl))?;
+    Ok((StatusCode::CREATED, Json(token)))
+}
+
+pub async fn remove(
+    _user: User,
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<AgentId>,
+) -> Result<StatusCode, ApiError> {
+    if !state.store.revoke_agent(id, now_ms())? {
+        return Err(ApiError::not_found(format!("agent {id} not found")));
+    }
+    tracing::info!(agent = %id, "agent removed; its certificate is revoked");
+    state.work.notify_waiters();
+    Ok(StatusCode::NO_CONTENT)
 }
 
 pub async fn lease(

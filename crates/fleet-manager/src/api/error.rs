@@ -11,6 +11,8 @@ use crate::store::StoreError;
 #[derive(Debug)]
 pub struct ApiError {
     body: ErrorBody,
+    /// Seconds a rate-limited client should wait (`Retry-After`).
+    retry_after: Option<u64>,
 }
 
 impl ApiError {
@@ -18,7 +20,24 @@ impl ApiError {
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
         Self {
             body: ErrorBody::new(code, message),
+            retry_after: None,
         }
+    }
+
+    /// 429: too many failures from this address; try again after `wait`.
+    pub fn too_many_failures(address: &str, wait: std::time::Duration) -> Self {
+        let seconds = wait.as_secs().max(1);
+        Self {
+            body: ErrorBody::new(
+                ErrorCode::TooManyRequests,
+                format!("too many failed attempts from {address}; try again in {seconds} s"),
+            ),
+            retry_after: Some(seconds),
+        }
+    }
+
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::Forbidden, message)
     }
 
     pub fn bad_request(message: impl Into<String>) -> Self {
@@ -68,6 +87,11 @@ impl IntoResponse for ApiError {
                 header::WWW_AUTHENTICATE,
                 HeaderValue::from_static("Basic realm=\"BlendFleet\", charset=\"UTF-8\""),
             );
+        }
+        if let Some(seconds) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }
         response
     }

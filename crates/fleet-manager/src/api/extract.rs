@@ -2,7 +2,9 @@
 //! rejections.
 
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
-use axum::extract::{FromRequest, FromRequestParts, Request};
+use std::net::{IpAddr, SocketAddr};
+
+use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 use axum::http::StatusCode;
@@ -10,8 +12,50 @@ use fleet_protocol::{AgentId, ErrorCode};
 use serde::de::DeserializeOwned;
 
 use super::{ApiError, AppState};
-use crate::auth::secret_hash;
+use crate::server::PeerCertificate;
+use crate::store::agents::AgentLookup;
 use crate::store::now_ms;
+
+/// The address a request came from (`-` when unknown, as in handler tests).
+pub fn client_address(parts: &Parts) -> Option<IpAddr> {
+    parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|ConnectInfo(address)| address.ip())
+}
+
+/// The address a request came from, as an extractor.
+pub struct ClientAddress(pub Option<IpAddr>);
+
+impl<S: Send + Sync> FromRequestParts<S> for ClientAddress {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        Ok(Self(client_address(parts)))
+    }
+}
+
+/// Refuses requests from an address that failed too often lately.
+pub fn check_not_blocked(state: &AppState, address: Option<IpAddr>) -> Result<(), ApiError> {
+    if let Some(address) = address {
+        state
+            .limiter
+            .check(address)
+            .map_err(|wait| ApiError::too_many_failures(&address.to_string(), wait))?;
+    }
+    Ok(())
+}
+
+/// Counts a failed attempt; the error to answer with (429 once the address is blocked).
+pub fn failed_attempt(state: &AppState, address: Option<IpAddr>, error: ApiError) -> ApiError {
+    match address.map(|address| (address, state.limiter.record_failure(address))) {
+        Some((address, Err(wait))) => {
+            tracing::warn!(%address, "blocking an address after repeated failed attempts");
+            ApiError::too_many_failures(&address.to_string(), wait)
+        }
+        _ => error,
+    }
+}
 
 /// A request carrying the user's basic-auth credentials.
 pub struct User;
@@ -20,6 +64,8 @@ impl FromRequestParts<AppState> for User {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let address = client_address(parts);
+        check_not_blocked(state, address)?;
         let header = parts
             .headers
             .get(AUTHORIZATION)
@@ -30,31 +76,39 @@ impl FromRequestParts<AppState> for User {
             )),
             Some(header) if state.credentials.check_header(header) => Ok(Self),
             Some(_) => {
-                tracing::warn!("rejected wrong user credentials");
-                Err(ApiError::unauthorized("wrong user name or password"))
+                tracing::warn!(address = ?address, "rejected wrong user credentials");
+                let wrong = ApiError::unauthorized("wrong user name or password");
+                Err(failed_attempt(state, address, wrong))
             }
         }
     }
 }
 
-/// A request from a joined agent (bearer secret).
+/// A request from a joined agent, identified by its client certificate.
 pub struct Agent(pub AgentId);
 
 impl FromRequestParts<AppState> for Agent {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let secret = parts
-            .headers
-            .get(AUTHORIZATION)
-            .and_then(|value| value.to_str().ok())
-            .and_then(|value| value.strip_prefix("Bearer "))
-            .ok_or_else(|| ApiError::unauthorized("this endpoint is for agents that joined"))?;
-        state
-            .store
-            .touch_agent(&secret_hash(secret.trim()), now_ms())?
-            .map(Self)
-            .ok_or_else(|| ApiError::unauthorized("unknown agent credential; join again"))
+        let fingerprint = parts
+            .extensions
+            .get::<PeerCertificate>()
+            .and_then(|PeerCertificate(fingerprint)| fingerprint.clone())
+            .ok_or_else(|| {
+                ApiError::unauthorized(
+                    "agent endpoints need the client certificate an agent receives when it joins",
+                )
+            })?;
+        match state.store.touch_agent(&fingerprint, now_ms())? {
+            AgentLookup::Active(id) => Ok(Self(id)),
+            AgentLookup::Revoked(id) => Err(ApiError::forbidden(format!(
+                "agent {id} was removed from this farm; its certificate is revoked"
+            ))),
+            AgentLookup::Unknown => Err(ApiError::unauthorized(
+                "this certificate belongs to no agent of this farm; join again",
+            )),
+        }
     }
 }
 

@@ -11,9 +11,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{get, post, put};
+use axum::routing::{delete, get, post, put};
 use axum::Router;
-use fleet_protocol::{paths, Secret, ServerInfo};
+use fleet_protocol::{paths, ServerInfo};
+use fleet_tls::CertificateAuthority;
 use tokio::sync::Notify;
 
 pub use error::ApiError;
@@ -33,6 +34,7 @@ pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
 use crate::auth::Credentials;
 use crate::blobs::BlobStore;
 use crate::frames::Frames;
+use crate::limiter::FailureLimiter;
 use crate::store::Store;
 
 /// Limits and timeouts the API enforces.
@@ -48,6 +50,13 @@ pub struct Limits {
     pub max_result_bytes: u64,
     /// Largest task spec accepted.
     pub max_spec_bytes: usize,
+    /// Failed logins or joins from one address within `failure_window` before it is
+    /// blocked for `lockout`.
+    pub max_failures: u32,
+    /// See `max_failures`.
+    pub failure_window: Duration,
+    /// See `max_failures`.
+    pub lockout: Duration,
 }
 
 impl Default for Limits {
@@ -58,6 +67,9 @@ impl Default for Limits {
             max_blob_bytes: 64 << 30,
             max_result_bytes: 8 << 30,
             max_spec_bytes: 16 << 20,
+            max_failures: 10,
+            failure_window: Duration::from_secs(60),
+            lockout: Duration::from_secs(60),
         }
     }
 }
@@ -74,7 +86,9 @@ pub struct Shared {
     pub blobs: BlobStore,
     pub frames: Frames,
     pub credentials: Credentials,
-    pub join_token: Secret,
+    /// Signs the certificates of joining agents.
+    pub ca: CertificateAuthority,
+    pub limiter: FailureLimiter,
     pub limits: Limits,
     /// Woken whenever work may have become available (new job, requeued chunk).
     pub work: Notify,
@@ -108,7 +122,9 @@ pub fn router(state: AppState) -> Router {
             "/api/v1/jobs/{id}/frames/{frame}/preview",
             get(results::preview),
         )
-        .route(paths::AGENTS, get(agent::list));
+        .route(paths::AGENTS, get(agent::list))
+        .route("/api/v1/agents/{id}", delete(agent::remove))
+        .route(paths::JOIN_TOKENS, post(agent::create_join_token));
     let agents = Router::new()
         .route(paths::AGENT_JOIN, post(agent::join))
         .route(paths::AGENT_LEASE, post(agent::lease))

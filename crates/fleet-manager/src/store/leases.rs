@@ -86,7 +86,7 @@ impl Store {
         let transaction = connection.transaction()?;
         expire(&transaction, now)?;
         let agents_online: u32 = transaction.query_row(
-            "SELECT COUNT(*) FROM agents WHERE last_seen >= ?1",
+            "SELECT COUNT(*) FROM agents WHERE last_seen >= ?1 AND revoked_at IS NULL",
             [now - lease_timeout_ms],
             |row| row.get(0),
         )?;
@@ -408,9 +408,12 @@ mod tests {
         let store = Store::in_memory().unwrap();
         let agents = (0..count)
             .map(|index| {
-                store
-                    .add_agent(&format!("a{index}"), &format!("hash{index}"), 1, "3.4.1", 0)
-                    .unwrap()
+                crate::store::agents::tests::join(
+                    &store,
+                    &format!("a{index}"),
+                    &format!("fp{index}"),
+                    0,
+                )
             })
             .collect();
         (store, agents)

@@ -3,7 +3,7 @@
 //! All access goes through one connection behind a mutex; every operation is a short
 //! transaction, so the lock is held for microseconds.
 
-mod agents;
+pub mod agents;
 pub mod jobs;
 pub mod leases;
 mod schema;

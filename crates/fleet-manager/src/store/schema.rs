@@ -3,7 +3,8 @@
 use rusqlite::Connection;
 
 /// Each entry brings the schema from version `index` to `index + 1`.
-const MIGRATIONS: &[&str] = &[r"
+const MIGRATIONS: &[&str] = &[
+    r"
 CREATE TABLE settings (
     key   TEXT PRIMARY KEY,
     value TEXT NOT NULL
@@ -59,7 +60,37 @@ CREATE TABLE leases (
     expires_at INTEGER NOT NULL
 );
 CREATE INDEX leases_active ON leases (state, expires_at);
-"];
+",
+    r"
+-- Agents are identified by the fingerprint of the client certificate the CA signed for them,
+-- not by a bearer secret; agents that joined with a secret are revoked and must join again.
+CREATE TABLE agents_new (
+    id               INTEGER PRIMARY KEY,
+    name             TEXT NOT NULL,
+    cert_fingerprint TEXT UNIQUE,
+    threads          INTEGER NOT NULL,
+    blender_version  TEXT NOT NULL,
+    joined_at        INTEGER NOT NULL,
+    last_seen        INTEGER NOT NULL,
+    samples_rendered INTEGER NOT NULL DEFAULT 0,
+    revoked_at       INTEGER
+);
+INSERT INTO agents_new (id, name, threads, blender_version, joined_at, last_seen,
+                        samples_rendered, revoked_at)
+    SELECT id, name, threads, blender_version, joined_at, last_seen, samples_rendered, joined_at
+    FROM agents;
+DROP TABLE agents;
+ALTER TABLE agents_new RENAME TO agents;
+CREATE TABLE join_tokens (
+    id         INTEGER PRIMARY KEY,
+    token_hash TEXT NOT NULL UNIQUE,
+    created_at INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL,
+    used_at    INTEGER,
+    agent_id   INTEGER
+);
+",
+];
 
 /// Applies every migration the database has not seen yet.
 pub fn migrate(connection: &Connection) -> rusqlite::Result<()> {

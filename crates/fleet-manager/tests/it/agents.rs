@@ -11,23 +11,27 @@ use crate::support::{eventually, write_partial, Farm};
 #[tokio::test]
 async fn a_wrong_join_credential_is_refused() {
     let farm = Farm::start().await;
-    let mut agent =
-        fleet_client::AgentClient::new(&farm.manager.url(), farm.manager.fingerprint).unwrap();
+    let agent = farm.anonymous_agent();
+    let (request, _) = fleet_tls::client_request("intruder").unwrap();
     let error = agent
         .join(&JoinRequest {
             token: Secret::new("guess"),
             name: "intruder".into(),
             threads: 1,
             blender_version: "3.4.1".into(),
+            certificate_request: request,
         })
         .await
         .unwrap_err();
     assert_eq!(error.code(), Some(ErrorCode::Unauthorized));
-    // Agent endpoints without a credential are refused too.
-    assert_eq!(
-        agent.lease(Duration::ZERO).await.unwrap_err().code(),
-        Some(ErrorCode::Unauthorized)
+    assert!(
+        error.to_string().contains("unknown join credential"),
+        "{error}"
     );
+    // Agent endpoints without a certificate are refused too.
+    let error = agent.lease(Duration::ZERO).await.unwrap_err();
+    assert_eq!(error.code(), Some(ErrorCode::Unauthorized));
+    assert!(error.to_string().contains("client certificate"), "{error}");
     assert!(farm.client().agents().await.unwrap().is_empty());
     farm.manager.shutdown().await;
 }

@@ -6,3 +6,4 @@ mod agents;
 mod hostile;
 mod jobs;
 mod support;
+mod trust;

@@ -11,7 +11,13 @@ use fleet_protocol::{
 };
 
 pub const PASSWORD: &str = "correct horse battery staple";
-pub const JOIN_TOKEN: &str = "join-me-please";
+
+/// What a joined agent holds.
+pub struct Identity {
+    pub id: fleet_protocol::AgentId,
+    pub certificate: String,
+    pub key: String,
+}
 
 pub struct Farm {
     pub manager: RunningManager,
@@ -28,7 +34,6 @@ impl Farm {
         let mut config = ManagerConfig::new(dir.path().join("state"));
         config.listen = "127.0.0.1:0".parse().unwrap();
         config.password = Some(Secret::new(PASSWORD));
-        config.join_token = Some(Secret::new(JOIN_TOKEN));
         config.limits = limits;
         let manager = fleet_manager::start(config).await.unwrap();
         Self { manager, dir }
@@ -47,18 +52,55 @@ impl Farm {
         Client::new(&self.settings(PASSWORD)).unwrap()
     }
 
-    pub async fn agent(&self, name: &str) -> AgentClient {
-        let mut agent = AgentClient::new(&self.manager.url(), self.manager.fingerprint).unwrap();
-        agent
+    /// A fresh single-use join credential.
+    pub fn token(&self) -> Secret {
+        self.manager
+            .create_join_token(std::time::Duration::from_secs(60))
+            .unwrap()
+            .token
+    }
+
+    /// Joins an agent; returns its client, with its certificate, and the key.
+    pub async fn join(&self, name: &str) -> (AgentClient, Identity) {
+        let (request, key) = fleet_tls::client_request(name).unwrap();
+        let answer = self
+            .anonymous_agent()
             .join(&JoinRequest {
-                token: Secret::new(JOIN_TOKEN),
+                token: self.token(),
                 name: name.into(),
                 threads: 1,
                 blender_version: "test".into(),
+                certificate_request: request,
             })
             .await
             .unwrap();
-        agent
+        let identity = Identity {
+            id: answer.agent_id,
+            certificate: answer.certificate,
+            key,
+        };
+        (self.agent_with(&identity), identity)
+    }
+
+    /// An agent client for a joined agent.
+    pub async fn agent(&self, name: &str) -> AgentClient {
+        self.join(name).await.0
+    }
+
+    /// An agent client with this identity.
+    pub fn agent_with(&self, identity: &Identity) -> AgentClient {
+        AgentClient::with_identity(
+            &self.manager.url(),
+            self.manager.fingerprint,
+            &identity.certificate,
+            &identity.key,
+        )
+        .unwrap()
+    }
+
+    /// An agent client without a certificate.
+    pub fn anonymous_agent(&self) -> AgentClient {
+        AgentClient::new(&self.manager.url(), self.manager.fingerprint).unwrap()
     }
 
     /// A raw reqwest client that trusts the manager, for checks below the typed client.
@@ -104,7 +146,6 @@ pub fn spec(hash: BlobHash, samples: u32) -> JobSpec {
 
 /// Writes a Blender-like multilayer EXR whose every pixel of channel `c` holds `value(c)`.
 pub fn write_partial(path: &Path, width: usize, height: usize, value: impl Fn(usize) -> f32) {
-    use exr::prelude::*;
     let names = [
         "ViewLayer.Combined.R",
         "ViewLayer.Combined.G",
@@ -112,6 +153,22 @@ pub fn write_partial(path: &Path, width: usize, height: usize, value: impl Fn(us
         "ViewLayer.Combined.A",
         "ViewLayer.Depth.Z",
     ];
+    write_exr(path, width, height, &names, value);
+}
+
+/// Writes a multilayer EXR with exactly these channels, all zero.
+pub fn write_partial_channels(path: &Path, width: usize, height: usize, names: &[&str]) {
+    write_exr(path, width, height, names, |_| 0.0);
+}
+
+fn write_exr(
+    path: &Path,
+    width: usize,
+    height: usize,
+    names: &[&str],
+    value: impl Fn(usize) -> f32,
+) {
+    use exr::prelude::*;
     let channels: SmallVec<[AnyChannel<FlatSamples>; 4]> = names
         .iter()
         .enumerate()

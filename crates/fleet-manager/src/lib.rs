@@ -241,14 +241,21 @@ fn credentials(
     Ok((credentials, Some(password)))
 }
 
-/// The names the server certificate is valid for.
+/// The names the server certificate is valid for: loopback, the host name, the address it
+/// listens on, or every address of this machine when it listens on all of them, and the
+/// names the operator gave.
 fn server_names(address: SocketAddr, public: &[String]) -> Vec<String> {
     let mut names = vec![
         "localhost".to_owned(),
         "127.0.0.1".to_owned(),
         "::1".to_owned(),
     ];
-    if !address.ip().is_unspecified() {
+    if address.ip().is_unspecified() {
+        match if_addrs::get_if_addrs() {
+            Ok(interfaces) => names.extend(interfaces.iter().map(|i| i.ip().to_string())),
+            Err(error) => tracing::warn!(%error, "cannot list this machine's addresses"),
+        }
+    } else {
         names.push(address.ip().to_string());
     }
     if let Ok(hostname) = std::fs::read_to_string("/proc/sys/kernel/hostname") {
@@ -337,5 +344,25 @@ async fn expire_leases(state: AppState, shutdown: CancellationToken) {
             }
             Err(error) => tracing::error!(%error, "lease expiry failed"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listening_everywhere_names_every_local_address() {
+        let everywhere = server_names("0.0.0.0:8443".parse().unwrap(), &["farm.lan".into()]);
+        for interface in if_addrs::get_if_addrs().unwrap() {
+            assert!(
+                everywhere.contains(&interface.ip().to_string()),
+                "{everywhere:?}"
+            );
+        }
+        assert!(everywhere.contains(&"farm.lan".to_owned()));
+        let one = server_names("10.1.2.3:8443".parse().unwrap(), &[]);
+        assert!(one.contains(&"10.1.2.3".to_owned()));
+        assert!(one.contains(&"localhost".to_owned()));
     }
 }

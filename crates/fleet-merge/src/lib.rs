@@ -44,6 +44,8 @@
 mod accumulator;
 pub mod compare;
 mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 mod layout;
 mod output;
 mod partial;

@@ -136,6 +136,12 @@ fn single_scanline_header(path: &Path, meta: MetaData) -> Result<Header> {
             )));
         }
     }
+    // The header was only parsed so far. Validate it as the `exr` crate does
+    // before it writes one (channels present and sorted, sane windows, ...):
+    // the merged frame is written with this header, so a header that could
+    // not be written back must be refused here, as bad input.
+    MetaData::validate(std::slice::from_ref(&header), false)
+        .map_err(|e| MergeError::from_exr(path, e))?;
     Ok(header)
 }
 

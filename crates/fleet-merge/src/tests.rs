@@ -964,3 +964,39 @@ fn merge_files_and_compare() {
     write_partial(&other, &["ViewLayer.Emit.R"], |_, _, _| 0.0);
     assert!(crate::compare::compare(&out, &other).is_err());
 }
+
+#[test]
+fn headers_that_cannot_be_written_back_are_refused() {
+    // Found by fuzzing: the header was only parsed, not validated, so a
+    // partial whose channels are out of order (OpenEXR keeps them sorted)
+    // passed `read_layout` and `validate_partial`, and then a frame could not
+    // start from it: `Accumulator::create` failed to store the header, with
+    // an error that blamed the accumulator instead of the partial.
+    let f = Fixture::new();
+    let names = ["ViewLayer.Combined.A", "ViewLayer.Combined.B"];
+    let good = f.path("good.exr");
+    write_partial(&good, &names, |n, x, y| noise(1, n, x, y));
+    let mut bytes = std::fs::read(&good).expect("read");
+    let at = bytes
+        .windows(11)
+        .position(|w| w == b"Combined.A\0")
+        .expect("channel name");
+    bytes[at + 9] = b'C';
+    let unsorted = f.path("unsorted.exr");
+    std::fs::write(&unsorted, &bytes).expect("write");
+
+    let err = read_layout(&unsorted).expect_err("unsorted channels");
+    assert!(matches!(err, MergeError::Corrupt { .. }), "{err}");
+    assert!(err.is_bad_input(), "{err}");
+    let layout = read_layout(&good).expect("layout");
+    let err = validate_partial(&unsorted, &layout).expect_err("unsorted channels");
+    assert!(err.is_bad_input(), "{err}");
+    let mut acc = Accumulator::create(&f.path("acc"), &layout).expect("create");
+    acc.fold(&good, chunk(1, 2, true)).expect("fold");
+    let err = acc
+        .fold(&unsorted, chunk(2, 3, false))
+        .expect_err("unsorted channels");
+    assert!(err.is_bad_input(), "{err}");
+    assert_eq!(acc.folded_chunks(), vec![1]);
+    assert_eq!(acc.total_samples(), 2);
+}

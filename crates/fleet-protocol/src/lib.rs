@@ -7,6 +7,8 @@
 mod agent;
 mod blob;
 mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 mod ids;
 pub mod paths;
 mod secret;

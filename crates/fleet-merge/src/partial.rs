@@ -136,11 +136,13 @@ fn single_scanline_header(path: &Path, meta: MetaData) -> Result<Header> {
             )));
         }
     }
-    // The header was only parsed so far. Validate it as the `exr` crate does
-    // before it writes one (channels present and sorted, sane windows, ...):
-    // the merged frame is written with this header, so a header that could
-    // not be written back must be refused here, as bad input.
-    MetaData::validate(std::slice::from_ref(&header), false)
+    // The header was only parsed so far. The merged frame is written with it
+    // (`Accumulator::write_exr`, which validates strictly), so check it as
+    // strictly here: channels present, sorted and unique, sane windows and
+    // pixel aspect, a line order, no custom attribute under a reserved name.
+    // A header that could not be written back is bad input, refused before
+    // a frame starts from it or folds it.
+    MetaData::validate(std::slice::from_ref(&header), true)
         .map_err(|e| MergeError::from_exr(path, e))?;
     Ok(header)
 }

@@ -967,36 +967,54 @@ fn merge_files_and_compare() {
 
 #[test]
 fn headers_that_cannot_be_written_back_are_refused() {
-    // Found by fuzzing: the header was only parsed, not validated, so a
-    // partial whose channels are out of order (OpenEXR keeps them sorted)
-    // passed `read_layout` and `validate_partial`, and then a frame could not
-    // start from it: `Accumulator::create` failed to store the header, with
-    // an error that blamed the accumulator instead of the partial.
+    // Found by fuzzing: the header was only parsed, not validated, so
+    // partials whose header the merged frame cannot carry passed
+    // `read_layout` and `validate_partial`. With channels out of order
+    // (OpenEXR keeps them sorted), `Accumulator::create` failed to store the
+    // header, with an error that blamed the accumulator; with a custom
+    // attribute under a reserved name (a standard name with another type),
+    // the partial was folded and every later `write_exr` of the frame failed.
     let f = Fixture::new();
     let names = ["ViewLayer.Combined.A", "ViewLayer.Combined.B"];
     let good = f.path("good.exr");
-    write_partial(&good, &names, |n, x, y| noise(1, n, x, y));
-    let mut bytes = std::fs::read(&good).expect("read");
-    let at = bytes
-        .windows(11)
-        .position(|w| w == b"Combined.A\0")
-        .expect("channel name");
-    bytes[at + 9] = b'C';
-    let unsorted = f.path("unsorted.exr");
-    std::fs::write(&unsorted, &bytes).expect("write");
+    let mut layer = layer_of(&Spec::new(&names), &|n, x, y| noise(1, n, x, y));
+    layer
+        .attributes
+        .other
+        .insert(Text::from("OWNER"), AttributeValue::I32(7));
+    Image::from_layer(layer)
+        .write()
+        .to_file(&good)
+        .expect("write partial");
+    let patched = |name: &str, from: &[u8], to: &[u8]| {
+        let mut bytes = std::fs::read(&good).expect("read");
+        let at = bytes
+            .windows(from.len())
+            .position(|w| w == from)
+            .expect("bytes to patch");
+        bytes[at..at + to.len()].copy_from_slice(to);
+        let path = f.path(name);
+        std::fs::write(&path, &bytes).expect("write");
+        path
+    };
+    let unsorted = patched("unsorted.exr", b"Combined.A\0", b"Combined.C\0");
+    let reserved = patched("reserved.exr", b"OWNER\0int\0", b"owner\0int\0");
 
-    let err = read_layout(&unsorted).expect_err("unsorted channels");
-    assert!(matches!(err, MergeError::Corrupt { .. }), "{err}");
-    assert!(err.is_bad_input(), "{err}");
     let layout = read_layout(&good).expect("layout");
-    let err = validate_partial(&unsorted, &layout).expect_err("unsorted channels");
-    assert!(err.is_bad_input(), "{err}");
     let mut acc = Accumulator::create(&f.path("acc"), &layout).expect("create");
     acc.fold(&good, chunk(1, 2, true)).expect("fold");
-    let err = acc
-        .fold(&unsorted, chunk(2, 3, false))
-        .expect_err("unsorted channels");
-    assert!(err.is_bad_input(), "{err}");
+    for (i, path) in [unsorted, reserved].iter().enumerate() {
+        let err = read_layout(path).expect_err("a header that cannot be written back");
+        assert!(matches!(err, MergeError::Corrupt { .. }), "{err}");
+        assert!(err.is_bad_input(), "{err}");
+        let err = validate_partial(path, &layout).expect_err("cannot be written back");
+        assert!(err.is_bad_input(), "{err}");
+        let err = acc
+            .fold(path, chunk(2 + i as i64, 3, false))
+            .expect_err("cannot be written back");
+        assert!(err.is_bad_input(), "{err}");
+    }
     assert_eq!(acc.folded_chunks(), vec![1]);
     assert_eq!(acc.total_samples(), 2);
+    acc.write_exr(&f.path("merged.exr")).expect("write");
 }

@@ -98,21 +98,49 @@ impl AgentClient {
         http::json(&self.base, call).await
     }
 
-    /// Uploads a chunk's partial EXR with the number of samples it holds.
+    /// Uploads the whole rest of a lease at once (one partial EXR of `samples` samples).
     pub async fn upload_result(
         &self,
         lease: LeaseId,
         samples: u32,
         exr: &Path,
     ) -> Result<UploadResponse, ClientError> {
+        self.upload_piece(lease, None, samples, None, exr).await
+    }
+
+    /// Uploads a rendered piece of a lease: samples `[start, start + samples)` (`start`
+    /// defaults to where the lease's rest begins), rendered in `seconds`.
+    pub async fn upload_piece(
+        &self,
+        lease: LeaseId,
+        start: Option<u32>,
+        samples: u32,
+        seconds: Option<f64>,
+        exr: &Path,
+    ) -> Result<UploadResponse, ClientError> {
         let (body, length) = http::file_body(exr).await?;
+        let mut query = vec![("samples", samples.to_string())];
+        if let Some(start) = start {
+            query.push(("start", start.to_string()));
+        }
+        if let Some(seconds) = seconds {
+            query.push(("seconds", format!("{seconds:.3}")));
+        }
         let call = self
             .request(reqwest::Method::PUT, &paths::lease_result(lease))
-            .query(&[("samples", samples)])
+            .query(&query)
             .header(reqwest::header::CONTENT_LENGTH, length)
             .header(reqwest::header::CONTENT_TYPE, "image/x-exr")
             .body(body);
         http::json(&self.base, call).await
+    }
+
+    /// Gives the rest of a lease back (the agent is stopping).
+    pub async fn release(&self, lease: LeaseId) -> Result<(), ClientError> {
+        let call = self
+            .request(reqwest::Method::POST, &paths::lease_release(lease))
+            .timeout(CALL_TIMEOUT);
+        http::send(&self.base, call).await.map(drop)
     }
 
     /// Reports that a chunk could not be rendered.

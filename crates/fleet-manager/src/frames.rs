@@ -140,6 +140,21 @@ impl Frames {
         .map_err(|error| FoldError::Internal(Box::new(error)))?
     }
 
+    /// The chunk ids folded into a frame's accumulator (empty when it has none).
+    pub fn folded_chunks(&self, job: JobId, frame: i32) -> Vec<i64> {
+        let acc = self.frame_dir(job, frame).join("acc");
+        if !acc.join("manifest.json").exists() {
+            return Vec::new();
+        }
+        match Accumulator::open(&acc) {
+            Ok(accumulator) => accumulator.folded_chunks(),
+            Err(error) => {
+                tracing::error!(job = %job, frame, %error, "cannot open a frame's accumulator");
+                Vec::new()
+            }
+        }
+    }
+
     /// Removes everything stored for a job.
     pub async fn remove_job(&self, job: JobId) -> std::io::Result<()> {
         match tokio::fs::remove_dir_all(self.root.join(job.to_string())).await {

@@ -309,8 +309,24 @@ pub(crate) async fn finish_frame(
     }
 }
 
-/// Finishes frames whose last merge happened just before the manager stopped.
+/// Settles what a stop in the middle of work left behind: pieces that were being folded
+/// (merged if the accumulator has them, queued again otherwise), and frames whose samples
+/// were all merged but whose result was not written yet.
 async fn recover(state: &AppState) {
+    let frames = state.frames.clone();
+    let settled = state
+        .store
+        .settle_pieces(|job, frame, chunk| frames.folded_chunks(job, frame).contains(&chunk));
+    match settled {
+        Ok(pieces) => {
+            for (lease, piece) in pieces {
+                if let Err(error) = state.store.finish_upload(lease, &piece, None) {
+                    tracing::error!(%error, "cannot record a piece merged before the restart");
+                }
+            }
+        }
+        Err(error) => tracing::error!(%error, "cannot settle pieces after a restart"),
+    }
     let frames = match state.store.unfinished_frames() {
         Ok(frames) => frames,
         Err(error) => {

@@ -65,9 +65,16 @@ pub fn lease_heartbeat(id: LeaseId) -> String {
     format!("{PREFIX}/agent/leases/{id}/heartbeat")
 }
 
-/// `PUT` the partial EXR, with `?samples=N` → [`crate::UploadResponse`].
+/// `PUT` a rendered piece of the lease (a partial EXR), with `?start=S&samples=N&seconds=T`
+/// → [`crate::UploadResponse`]. Pieces are uploaded in order: `start` is where the lease's
+/// unrendered rest begins; a retried piece is recognised and not counted twice.
 pub fn lease_result(id: LeaseId) -> String {
     format!("{PREFIX}/agent/leases/{id}/result")
+}
+
+/// `POST`: the agent stops; the rest of the lease is queued again at once.
+pub fn lease_release(id: LeaseId) -> String {
+    format!("{PREFIX}/agent/leases/{id}/release")
 }
 
 /// `POST` [`crate::FailRequest`].

@@ -7,7 +7,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use fleet_merge::{ChunkInfo, FoldOutcome};
+use fleet_merge::ChunkInfo;
 use fleet_protocol::{
     AgentId, AgentInfo, BlobHash, CreateJoinTokenRequest, ErrorCode, FailRequest, HeartbeatRequest,
     HeartbeatResponse, JoinRequest, JoinResponse, JoinToken, Lease, LeaseId, LeaseRequest,
@@ -25,7 +25,7 @@ use crate::blobs::{unique_name, write_stream};
 use crate::frames::FoldError;
 use crate::store::agents::Joined;
 use crate::store::leases::FailOutcome;
-use crate::store::{now_ms, UploadTarget};
+use crate::store::{now_ms, UploadPlan};
 
 /// The longest an agent name may be.
 const MAX_NAME_LEN: usize = 100;
@@ -200,9 +200,15 @@ fn lease_gone(lease: LeaseId) -> ApiError {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UploadQuery {
+    /// First sample of the piece; defaults to where the lease's rest begins.
+    start: Option<u32>,
+    /// Samples in the piece.
     samples: u32,
+    /// Seconds the agent spent rendering them, for its speed.
+    seconds: Option<f64>,
 }
 
+/// Receives a rendered piece of a lease, validates it and folds it into its frame.
 pub async fn upload(
     Agent(agent): Agent,
     State(state): State<AppState>,
@@ -211,15 +217,16 @@ pub async fn upload(
     body: Body,
 ) -> Result<Json<UploadResponse>, ApiError> {
     let timeout = state.limits.lease_timeout_ms();
-    let target = state
+    // Refuse before reading the body when the lease is not the agent's any more.
+    if state
         .store
-        .upload_target(lease, agent, now_ms(), timeout)?
-        .ok_or_else(|| lease_gone(lease))?;
-    if query.samples == 0 || query.samples > target.sample_count {
-        return Err(ApiError::bad_request(format!(
-            "`samples` must be between 1 and {} for this chunk, got {}",
-            target.sample_count, query.samples
-        )));
+        .heartbeat(lease, agent, now_ms(), timeout)?
+        .is_none()
+    {
+        return Err(lease_gone(lease));
+    }
+    if query.samples == 0 {
+        return Err(ApiError::bad_request("`samples` must be at least 1"));
     }
     let incoming = state.frames.incoming_dir().join(unique_name("partial"));
     let written = write_stream(
@@ -229,17 +236,7 @@ pub async fn upload(
     )
     .await;
     let result = match written {
-        Ok(_) => {
-            merge_upload(
-                &state,
-                agent,
-                lease,
-                &target,
-                query.samples,
-                incoming.clone(),
-            )
-            .await
-        }
+        Ok(_) => merge_upload(&state, agent, lease, &query, incoming.clone()).await,
         Err(error) => Err(body_error(&error)),
     };
     let _ = tokio::fs::remove_file(&incoming).await;
@@ -248,64 +245,97 @@ pub async fn upload(
 
 async fn merge_upload(
     state: &AppState,
-    agent: fleet_protocol::AgentId,
+    agent: AgentId,
     lease: LeaseId,
-    target: &UploadTarget,
-    samples: u32,
+    query: &UploadQuery,
     partial: std::path::PathBuf,
 ) -> Result<Json<UploadResponse>, ApiError> {
+    let timeout = state.limits.lease_timeout_ms();
+    let plan =
+        state
+            .store
+            .begin_upload(lease, agent, query.start, query.samples, now_ms(), timeout)?;
+    let piece = match plan {
+        UploadPlan::Fold(piece) => piece,
+        UploadPlan::Duplicate { frame_id } => {
+            let progress = state.store.frame_progress(frame_id)?;
+            return Ok(Json(UploadResponse {
+                frame_samples_done: progress.frame_samples_done,
+                frame_samples: progress.frame_samples,
+            }));
+        }
+        UploadPlan::Gone => return Err(lease_gone(lease)),
+        UploadPlan::Invalid(message) => return Err(ApiError::bad_request(message)),
+    };
     let spec = state
         .store
-        .job_spec(target.job_id)?
+        .job_spec(piece.job_id)?
         .ok_or_else(|| lease_gone(lease))?;
     let chunk = ChunkInfo {
-        id: target.chunk_id.0,
-        samples,
-        holds_sample_zero: target.sample_start == 0,
+        id: piece.chunk_id.0,
+        samples: piece.samples,
+        holds_sample_zero: piece.sample_start == 0,
     };
     let outcome = state
         .frames
-        .fold(target.job_id, target.frame, partial, chunk, spec.resolution)
+        .fold(piece.job_id, piece.frame, partial, chunk, spec.resolution)
         .await;
-    match outcome {
-        Ok(FoldOutcome::Folded | FoldOutcome::AlreadyFolded) => {}
-        Err(FoldError::Rejected(reason)) => {
-            tracing::warn!(agent = %agent, lease = %lease, %reason, "rejected a partial render");
-            let message = format!("rejected partial render: {reason}");
-            let failed = state.store.fail_lease(
-                lease,
-                agent,
-                &message,
-                now_ms(),
-                state.limits.max_attempts,
-            )?;
-            if failed != FailOutcome::Gone {
-                state.work.notify_waiters();
+    if let Err(error) = outcome {
+        let (message, response) = match error {
+            FoldError::Rejected(reason) => {
+                tracing::warn!(agent = %agent, lease = %lease, %reason, "rejected a partial render");
+                let message = format!("rejected partial render: {reason}");
+                (
+                    message.clone(),
+                    ApiError::new(ErrorCode::Unprocessable, message),
+                )
             }
-            return Err(ApiError::new(ErrorCode::Unprocessable, message));
+            FoldError::Internal(error) => (
+                "the manager could not merge a partial render".to_owned(),
+                ApiError::internal(error.as_ref()),
+            ),
+        };
+        let max = state.limits.max_attempts;
+        if let Some(job) = state
+            .store
+            .reject_upload(lease, &piece, &message, now_ms(), max)?
+        {
+            tracing::error!(job = %job, %message, "job failed");
         }
-        Err(FoldError::Internal(error)) => return Err(ApiError::internal(error.as_ref())),
-    }
-    let record = state.store.record_merge(lease, target, samples)?;
-    if samples < target.sample_count {
         state.work.notify_waiters();
+        return Err(response);
     }
+    let progress = state.store.finish_upload(lease, &piece, query.seconds)?;
     tracing::info!(
-        job = %target.job_id, frame = target.frame, samples,
-        done = record.frame_samples_done, of = record.frame_samples, duplicate = record.duplicate,
+        job = %piece.job_id, frame = piece.frame, start = piece.sample_start,
+        samples = piece.samples, done = progress.frame_samples_done, of = progress.frame_samples,
         "partial merged"
     );
-    if record.frame_complete() && !record.duplicate {
+    if progress.complete() {
         let state = std::sync::Arc::clone(state);
-        let (job, frame, frame_id) = (target.job_id, target.frame, target.frame_id);
+        let (job, frame, frame_id) = (piece.job_id, piece.frame, piece.frame_id);
         tokio::spawn(async move {
             crate::finish_frame(&state, job, frame, frame_id, spec.output_format).await;
         });
     }
     Ok(Json(UploadResponse {
-        frame_samples_done: record.frame_samples_done,
-        frame_samples: record.frame_samples,
+        frame_samples_done: progress.frame_samples_done,
+        frame_samples: progress.frame_samples,
     }))
+}
+
+/// The agent stops working on a lease (it is shutting down): the rest goes back to the queue.
+pub async fn release(
+    Agent(agent): Agent,
+    State(state): State<AppState>,
+    ApiPath(lease): ApiPath<LeaseId>,
+) -> Result<StatusCode, ApiError> {
+    if !state.store.release_lease(lease, agent)? {
+        return Err(lease_gone(lease));
+    }
+    tracing::info!(agent = %agent, lease = %lease, "lease released; its rest is queued again");
+    state.work.notify_waiters();
+    Ok(StatusCode::NO_CONTENT)
 }
 
 pub async fn fail(

@@ -134,6 +134,7 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/api/v1/agent/leases/{id}/result", put(agent::upload))
         .route("/api/v1/agent/leases/{id}/fail", post(agent::fail))
+        .route("/api/v1/agent/leases/{id}/release", post(agent::release))
         .route("/api/v1/agent/blobs/{hash}", get(agent::blob));
     user.merge(agents)
         .layer(DefaultBodyLimit::max(1 << 20))

@@ -17,35 +17,6 @@ pub struct LeaseGrant {
     pub spec: JobSpec,
 }
 
-/// Where an upload for a lease goes.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct UploadTarget {
-    pub job_id: JobId,
-    pub frame_id: i64,
-    pub frame: i32,
-    pub chunk_id: ChunkId,
-    pub sample_start: u32,
-    pub sample_count: u32,
-}
-
-/// What recording a merged partial changed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MergeRecord {
-    /// The chunk had been merged before; nothing changed.
-    pub duplicate: bool,
-    /// Samples of the frame merged so far.
-    pub frame_samples_done: u32,
-    /// Samples the frame asks for.
-    pub frame_samples: u32,
-}
-
-impl MergeRecord {
-    /// Whether the frame has all its samples now.
-    pub fn frame_complete(&self) -> bool {
-        self.frame_samples_done >= self.frame_samples
-    }
-}
-
 /// What happened to a lease the agent gave up on.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FailOutcome {
@@ -160,106 +131,6 @@ impl Store {
         Ok(expired)
     }
 
-    /// Checks that `agent` may upload for `lease` and extends the lease while the upload
-    /// is merged. `None` when the lease is no longer valid.
-    pub fn upload_target(
-        &self,
-        lease: LeaseId,
-        agent: AgentId,
-        now: i64,
-        lease_timeout_ms: i64,
-    ) -> Result<Option<UploadTarget>, StoreError> {
-        if self
-            .heartbeat(lease, agent, now, lease_timeout_ms)?
-            .is_none()
-        {
-            return Ok(None);
-        }
-        let connection = self.lock();
-        let target = connection
-            .query_row(
-                "SELECT f.job_id, f.id, f.frame, c.id, c.sample_start, c.sample_count
-                 FROM leases l JOIN chunks c ON c.id = l.chunk_id JOIN frames f ON f.id = c.frame_id
-                 WHERE l.id = ?1",
-                [lease.0],
-                |row| {
-                    Ok(UploadTarget {
-                        job_id: JobId(row.get(0)?),
-                        frame_id: row.get(1)?,
-                        frame: row.get(2)?,
-                        chunk_id: ChunkId(row.get(3)?),
-                        sample_start: row.get(4)?,
-                        sample_count: row.get(5)?,
-                    })
-                },
-            )
-            .optional()?;
-        Ok(target)
-    }
-
-    /// Records that `samples` samples of the lease's chunk were merged into its frame. When
-    /// fewer samples arrived than the chunk holds, the rest goes back to the queue as a new
-    /// chunk. Recording the same chunk twice changes nothing.
-    pub fn record_merge(
-        &self,
-        lease: LeaseId,
-        target: &UploadTarget,
-        samples: u32,
-    ) -> Result<MergeRecord, StoreError> {
-        let mut connection = self.lock();
-        let transaction = connection.transaction()?;
-        let chunk_state: String = transaction.query_row(
-            "SELECT state FROM chunks WHERE id = ?1",
-            [target.chunk_id.0],
-            |row| row.get(0),
-        )?;
-        let duplicate = chunk_state == "merged";
-        if !duplicate {
-            transaction.execute(
-                "UPDATE chunks SET state = 'merged', sample_count = ?2 WHERE id = ?1",
-                params![target.chunk_id.0, samples],
-            )?;
-            if samples < target.sample_count {
-                transaction.execute(
-                    "INSERT INTO chunks (frame_id, sample_start, sample_count, state)
-                     VALUES (?1, ?2, ?3, 'queued')",
-                    params![
-                        target.frame_id,
-                        target.sample_start + samples,
-                        target.sample_count - samples
-                    ],
-                )?;
-            }
-            transaction.execute(
-                "UPDATE frames SET samples_done = samples_done + ?2,
-                     chunks_merged = chunks_merged + 1 WHERE id = ?1",
-                params![target.frame_id, samples],
-            )?;
-            transaction.execute(
-                "UPDATE agents SET samples_rendered = samples_rendered + ?2
-                 WHERE id = (SELECT agent_id FROM leases WHERE id = ?1)",
-                params![lease.0, samples],
-            )?;
-        }
-        transaction.execute("UPDATE leases SET state = 'done' WHERE id = ?1", [lease.0])?;
-        // Anyone else rendering this chunk again (after a lease expired) can stop.
-        transaction.execute(
-            "UPDATE leases SET state = 'revoked' WHERE chunk_id = ?1 AND state = 'active'",
-            [target.chunk_id.0],
-        )?;
-        let (frame_samples_done, frame_samples) = transaction.query_row(
-            "SELECT samples_done, samples FROM frames WHERE id = ?1",
-            [target.frame_id],
-            |row| Ok((row.get(0)?, row.get(1)?)),
-        )?;
-        transaction.commit()?;
-        Ok(MergeRecord {
-            duplicate,
-            frame_samples_done,
-            frame_samples,
-        })
-    }
-
     /// The agent could not render its chunk. After `max_attempts` failures of one chunk the
     /// job fails with the agent's message.
     pub fn fail_lease(
@@ -306,17 +177,7 @@ impl Store {
         )?;
         let outcome = if attempts >= max_attempts {
             let text = format!("chunk failed {attempts} times; last error: {message}");
-            transaction.execute(
-                "UPDATE jobs SET state = 'failed', error = ?2, finished_at = ?3
-                 WHERE id = ?1 AND state NOT IN ('done', 'failed', 'cancelled')",
-                params![job_id, text, now],
-            )?;
-            transaction.execute(
-                "UPDATE leases SET state = 'revoked' WHERE state = 'active' AND chunk_id IN (
-                     SELECT c.id FROM chunks c JOIN frames f ON f.id = c.frame_id
-                     WHERE f.job_id = ?1)",
-                [job_id],
-            )?;
+            fail_job_in(&transaction, JobId(job_id), &text, now)?;
             FailOutcome::JobFailed(JobId(job_id))
         } else {
             FailOutcome::Requeued
@@ -393,6 +254,26 @@ fn next_chunk(
         next_sample,
         count,
     )))
+}
+
+/// Fails a job with a message inside a transaction and revokes its active leases.
+pub(super) fn fail_job_in(
+    transaction: &Transaction<'_>,
+    job: JobId,
+    message: &str,
+    now: i64,
+) -> Result<(), StoreError> {
+    transaction.execute(
+        "UPDATE jobs SET state = 'failed', error = ?2, finished_at = ?3
+         WHERE id = ?1 AND state NOT IN ('done', 'failed', 'cancelled')",
+        params![job.0, message, now],
+    )?;
+    transaction.execute(
+        "UPDATE leases SET state = 'revoked' WHERE state = 'active' AND chunk_id IN (
+             SELECT c.id FROM chunks c JOIN frames f ON f.id = c.frame_id WHERE f.job_id = ?1)",
+        [job.0],
+    )?;
+    Ok(())
 }
 
 #[cfg(test)]
@@ -527,27 +408,6 @@ mod tests {
     }
 
     #[test]
-    fn partial_results_requeue_the_remainder_and_duplicates_count_once() {
-        let (store, agents) = store_with_agents(1);
-        store
-            .create_job(&spec(FrameRange::single(1), 10), 0)
-            .unwrap();
-        let grant = store.acquire_lease(agents[0], 0, TIMEOUT).unwrap().unwrap();
-        let target = store
-            .upload_target(grant.lease_id, agents[0], 1, TIMEOUT)
-            .unwrap()
-            .unwrap();
-        let record = store.record_merge(grant.lease_id, &target, 2).unwrap();
-        assert!(!record.duplicate);
-        assert_eq!(record.frame_samples_done, 2);
-        let again = store.record_merge(grant.lease_id, &target, 2).unwrap();
-        assert!(again.duplicate);
-        assert_eq!(again.frame_samples_done, 2);
-        let rest = store.acquire_lease(agents[0], 2, TIMEOUT).unwrap().unwrap();
-        assert_eq!(rest.sample_start, grant.sample_start + 2);
-    }
-
-    #[test]
     fn repeated_failures_fail_the_job_with_the_message() {
         let (store, agents) = store_with_agents(1);
         let job = store
@@ -571,32 +431,6 @@ mod tests {
             .acquire_lease(agents[0], 2, TIMEOUT)
             .unwrap()
             .is_none());
-    }
-
-    #[test]
-    fn a_failure_reported_after_the_merge_changes_nothing() {
-        let (store, agents) = store_with_agents(2);
-        store
-            .create_job(&spec(FrameRange::single(1), 4), 0)
-            .unwrap();
-        let slow = store.acquire_lease(agents[0], 0, TIMEOUT).unwrap().unwrap();
-        let target = store
-            .upload_target(slow.lease_id, agents[0], 1, TIMEOUT)
-            .unwrap()
-            .unwrap();
-        // The agent reports a failure for a chunk whose merge is already recorded.
-        store
-            .record_merge(slow.lease_id, &target, slow.sample_count)
-            .unwrap();
-        assert_eq!(
-            store
-                .fail_lease(slow.lease_id, agents[0], "late", 2, 3)
-                .unwrap(),
-            FailOutcome::Gone
-        );
-        while let Some(next) = store.acquire_lease(agents[1], 3, TIMEOUT).unwrap() {
-            assert_ne!(next.chunk_id, slow.chunk_id, "the merged chunk came back");
-        }
     }
 
     #[test]

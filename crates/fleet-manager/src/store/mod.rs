@@ -7,13 +7,15 @@ pub mod agents;
 pub mod jobs;
 pub mod leases;
 mod schema;
+pub mod uploads;
 
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
 
 use rusqlite::{Connection, OptionalExtension};
 
-pub use leases::{LeaseGrant, MergeRecord, UploadTarget};
+pub use leases::LeaseGrant;
+pub use uploads::{FrameProgress, Piece, UploadPlan};
 
 /// A database failure. These are bugs or disk problems, never user errors.
 #[derive(Debug, thiserror::Error)]

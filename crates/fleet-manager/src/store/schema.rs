@@ -90,19 +90,97 @@ CREATE TABLE join_tokens (
     agent_id   INTEGER
 );
 ",
+    r"
+-- What each agent rendered on each job and how long it took: its speed, for chunk sizes.
+CREATE TABLE agent_speed (
+    agent_id INTEGER NOT NULL,
+    job_id   INTEGER NOT NULL,
+    samples  REAL NOT NULL,
+    seconds  REAL NOT NULL,
+    PRIMARY KEY (agent_id, job_id)
+);
+",
 ];
 
 /// Applies every migration the database has not seen yet.
+///
+/// Foreign keys are off while migrations run, so that a table can be rebuilt (SQLite's way
+/// to change a column) without its dependents being deleted by the cascade; the keys are
+/// checked afterwards.
 pub fn migrate(connection: &Connection) -> rusqlite::Result<()> {
     let version: usize = connection.pragma_query_value(None, "user_version", |row| {
         row.get::<_, i64>(0)
             .map(|v| usize::try_from(v).unwrap_or(0))
     })?;
+    if version >= MIGRATIONS.len() {
+        return Ok(());
+    }
+    connection.pragma_update(None, "foreign_keys", "OFF")?;
     for (index, sql) in MIGRATIONS.iter().enumerate().skip(version) {
         connection.execute_batch(&format!(
             "BEGIN; {sql}; PRAGMA user_version = {}; COMMIT;",
             index + 1
         ))?;
     }
+    let violations: i64 =
+        connection.query_row("SELECT COUNT(*) FROM pragma_foreign_key_check", [], |row| {
+            row.get(0)
+        })?;
+    connection.pragma_update(None, "foreign_keys", "ON")?;
+    if violations > 0 {
+        return Err(rusqlite::Error::InvalidQuery);
+    }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn version_1_databases_keep_their_leases_and_their_agents_must_join_again() {
+        let connection = Connection::open_in_memory().unwrap();
+        connection
+            .pragma_update(None, "foreign_keys", "ON")
+            .unwrap();
+        connection
+            .execute_batch(&format!("{}; PRAGMA user_version = 1;", MIGRATIONS[0]))
+            .unwrap();
+        connection
+            .execute_batch(
+                "INSERT INTO jobs (id, name, spec, state, samples, created_at)
+                     VALUES (1, 'j', '{}', 'running', 4, 0);
+                 INSERT INTO frames (id, job_id, frame, samples) VALUES (1, 1, 1, 4);
+                 INSERT INTO chunks (id, frame_id, sample_start, sample_count, state)
+                     VALUES (1, 1, 0, 4, 'leased');
+                 INSERT INTO agents (id, name, secret_hash, threads, blender_version, joined_at, last_seen)
+                     VALUES (1, 'old', 'h', 1, '3.4.1', 5, 5);
+                 INSERT INTO leases (chunk_id, agent_id, state, created_at, expires_at)
+                     VALUES (1, 1, 'active', 0, 10);",
+            )
+            .unwrap();
+        migrate(&connection).unwrap();
+        let revoked: Option<i64> = connection
+            .query_row(
+                "SELECT revoked_at FROM agents WHERE name = 'old'",
+                [],
+                |row| row.get(0),
+            )
+            .unwrap();
+        assert_eq!(revoked, Some(5));
+        let leases: i64 = connection
+            .query_row("SELECT COUNT(*) FROM leases", [], |row| row.get(0))
+            .unwrap();
+        assert_eq!(leases, 1, "rebuilding the agents table kept the leases");
+        let version: i64 = connection
+            .pragma_query_value(None, "user_version", |row| row.get(0))
+            .unwrap();
+        assert_eq!(usize::try_from(version).unwrap(), MIGRATIONS.len());
+        let foreign_keys: i64 = connection
+            .pragma_query_value(None, "foreign_keys", |row| row.get(0))
+            .unwrap();
+        assert_eq!(foreign_keys, 1);
+        // Migrating again changes nothing.
+        migrate(&connection).unwrap();
+    }
 }

@@ -172,6 +172,21 @@ pub(crate) fn read_header(path: &Path) -> Result<Header> {
     single_scanline_header(path, meta)
 }
 
+/// The most pixel bytes one stored byte of a block can decode to with
+/// `compression`: none for uncompressed blocks; 64 for RLE (a two-byte run of
+/// 128 bytes); 1032 for ZIP (deflate's limit: a 258-byte match in two bits).
+/// Other codecs get a bound far above what they reach on real data. A block
+/// claiming more pixels than this is damaged or forged (a few bytes announcing
+/// gigabytes), and is refused before a buffer of that size is allocated.
+fn max_expansion(compression: Compression) -> usize {
+    match compression {
+        Compression::Uncompressed => 1,
+        Compression::RLE => 64,
+        Compression::ZIP1 | Compression::ZIP16 => 1032,
+        _ => 1 << 17,
+    }
+}
+
 /// Little-endian reads at a position, `None` past the end.
 fn u32_at(bytes: &[u8], at: usize) -> Option<u32> {
     Some(u32::from_le_bytes(
@@ -319,6 +334,15 @@ impl Partial {
             if size > rows * row_bytes {
                 return Err(self.corrupt(format!(
                     "the pixel block at line {y0} is larger than its pixels"
+                )));
+            }
+            // Checked before anything is decoded: a block is decoded into a
+            // buffer of its pixels' size, which the header alone sets.
+            if rows * row_bytes > size.saturating_mul(max_expansion(header.compression)) {
+                return Err(self.corrupt(format!(
+                    "the pixel block at line {y0} is too small to hold its pixels \
+                     ({size} bytes for {} bytes of pixels)",
+                    rows * row_bytes
                 )));
             }
             let start = offset + prefix;

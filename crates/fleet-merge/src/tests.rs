@@ -1018,3 +1018,41 @@ fn headers_that_cannot_be_written_back_are_refused() {
     assert_eq!(acc.total_samples(), 2);
     acc.write_exr(&f.path("merged.exr")).expect("write");
 }
+
+#[test]
+fn blocks_too_small_for_their_pixels_are_refused_before_decoding() {
+    // Found by fuzzing: a 1.7 KB partial whose header claims a data window
+    // 134 million pixels wide made `validate_partial` allocate 42 GB for its
+    // one ZIP block before inflating it. Deflate cannot expand one byte to
+    // more than 1032, so such a block is refused from the block table.
+    let f = Fixture::new();
+    let names = ["ViewLayer.Combined.R"];
+    let good = f.path("good.exr");
+    write_partial(&good, &names, |_, x, y| (x + y) as f32);
+    let layout = read_layout(&good).expect("layout");
+    let mut bytes = std::fs::read(&good).expect("read");
+    let window = b"dataWindow\0box2i\0";
+    let at = bytes
+        .windows(window.len())
+        .position(|w| w == window)
+        .expect("data window");
+    let max_x = at + window.len() + 4 + 8;
+    bytes[max_x..max_x + 4].copy_from_slice(&(1_i32 << 27).to_le_bytes());
+    let wide = f.path("wide.exr");
+    std::fs::write(&wide, &bytes).expect("write");
+
+    let own = read_layout(&wide).expect("the header alone is plausible");
+    assert_eq!(own.width, (1 << 27) + 1);
+    for against in [&own, &layout] {
+        let err = validate_partial(&wide, against).expect_err("forged size");
+        assert!(matches!(err, MergeError::Corrupt { .. }), "{err}");
+        assert!(
+            err.to_string().contains("too small to hold its pixels"),
+            "{err}"
+        );
+    }
+    let mut acc = Accumulator::create(&f.path("acc"), &layout).expect("create");
+    let err = acc.fold(&wide, chunk(1, 2, true)).expect_err("forged size");
+    assert!(err.is_bad_input(), "{err}");
+    assert!(acc.folded_chunks().is_empty());
+}

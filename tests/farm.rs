@@ -288,6 +288,7 @@ async fn an_agent_killed_mid_chunk_loses_its_lease_and_the_frame_still_matches()
         output_format: OutputFormat::Exr,
         seed: None,
         chunking: Default::default(),
+        frame_mode: Default::default(),
         start: true,
     };
     let job = client.create_job(&spec).await.unwrap().id;

@@ -162,6 +162,10 @@ pub struct JobArgs {
     /// Smallest chunk of samples (except a frame's last).
     #[arg(long)]
     pub min_chunk: Option<u32>,
+    /// How frames are spread over agents: `auto` (whole frames while there are more frames
+    /// than agents, then split), `split` (every frame's samples split) or `whole`.
+    #[arg(long, default_value = "auto")]
+    pub frame_mode: fleet_protocol::FrameMode,
 }
 
 #[derive(Debug, Args)]

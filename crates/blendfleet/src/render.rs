@@ -240,6 +240,7 @@ fn build_spec(
             min_samples: job.min_chunk,
             max_samples: job.max_chunk,
         },
+        frame_mode: job.frame_mode,
         start: true,
     };
     spec.validate()?;

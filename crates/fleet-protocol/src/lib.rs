@@ -24,8 +24,8 @@ pub use error::{ErrorBody, ErrorCode};
 pub use ids::{AgentId, ChunkId, JobId, LeaseId};
 pub use secret::Secret;
 pub use spec::{
-    validate_relative_path, ChunkPolicy, FrameRange, JobSpec, OutputFormat, PathError, Resolution,
-    SpecError, MAX_FILES_PER_JOB, MAX_FRAMES_PER_JOB, MAX_SAMPLES,
+    validate_relative_path, ChunkPolicy, FrameMode, FrameRange, JobSpec, OutputFormat, PathError,
+    Resolution, SpecError, MAX_FILES_PER_JOB, MAX_FRAMES_PER_JOB, MAX_SAMPLES,
 };
 pub use status::{
     CreateJobResponse, FrameState, FrameStatus, JobList, JobState, JobStatus, JobSummary,

@@ -49,6 +49,9 @@ pub struct JobSpec {
     /// Bounds on the size of the sample chunks handed to agents.
     #[serde(default)]
     pub chunking: ChunkPolicy,
+    /// How frames of an animation are spread over agents.
+    #[serde(default)]
+    pub frame_mode: FrameMode,
     /// Queue the job at once (`true`, the default) or leave it created until started.
     #[serde(default = "default_true")]
     pub start: bool,
@@ -188,6 +191,33 @@ impl FromStr for OutputFormat {
     }
 }
 
+/// How the frames of a job are handed out.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FrameMode {
+    /// Whole frames while there are at least as many untouched frames as agents, then the
+    /// remaining frames' samples are split, so that no agent idles at the end.
+    #[default]
+    Auto,
+    /// Every frame's samples are split across agents, one frame after the other.
+    Split,
+    /// Every agent renders whole frames.
+    Whole,
+}
+
+impl FromStr for FrameMode {
+    type Err = SpecError;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text.to_ascii_lowercase().as_str() {
+            "auto" => Ok(Self::Auto),
+            "split" => Ok(Self::Split),
+            "whole" => Ok(Self::Whole),
+            _ => Err(SpecError::FrameMode(text.to_owned())),
+        }
+    }
+}
+
 /// Limits on how many samples one chunk may hold. Unset bounds are chosen by the manager.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -215,6 +245,8 @@ pub enum SpecError {
     Resolution { width: u32, height: u32 },
     #[error("`{0}` is not an output format (use `png` or `exr`)")]
     OutputFormat(String),
+    #[error("`{0}` is not a frame mode (use `auto`, `split` or `whole`)")]
+    FrameMode(String),
     #[error("`seed` must be at most 2147483647, got {0}")]
     Seed(u32),
     #[error("`chunking`: {0}")]
@@ -439,6 +471,7 @@ mod tests {
             output_format: OutputFormat::Png,
             seed: None,
             chunking: ChunkPolicy::default(),
+            frame_mode: FrameMode::Auto,
             start: true,
         }
     }

@@ -143,7 +143,12 @@ pub async fn lease(
     let timeout = state.limits.lease_timeout_ms();
     loop {
         let notified = state.work.notified();
-        if let Some(grant) = state.store.acquire_lease(agent, now_ms(), timeout)? {
+        let chunk_seconds = state.limits.chunk_seconds;
+        if let Some(grant) =
+            state
+                .store
+                .acquire_lease_with(agent, now_ms(), timeout, chunk_seconds)?
+        {
             tracing::info!(
                 agent = %agent, job = %grant.job_id, frame = grant.frame,
                 start = grant.sample_start, count = grant.sample_count, "chunk leased"

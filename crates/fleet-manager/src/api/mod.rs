@@ -44,6 +44,9 @@ pub struct Limits {
     pub lease_timeout: Duration,
     /// Failures of one chunk before its job fails.
     pub max_attempts: u32,
+    /// Once an agent's speed is known, a split chunk holds about this many seconds of its
+    /// work.
+    pub chunk_seconds: f64,
     /// Largest project file accepted.
     pub max_blob_bytes: u64,
     /// Largest partial render accepted.
@@ -64,6 +67,7 @@ impl Default for Limits {
         Self {
             lease_timeout: Duration::from_secs(30),
             max_attempts: 3,
+            chunk_seconds: crate::store::leases::DEFAULT_CHUNK_SECONDS,
             max_blob_bytes: 64 << 30,
             max_result_bytes: 8 << 30,
             max_spec_bytes: 16 << 20,

@@ -1,6 +1,6 @@
 //! Handing out sample chunks as leases, and taking the results back.
 
-use fleet_protocol::{AgentId, ChunkId, ChunkPolicy, JobId, JobSpec, LeaseId};
+use fleet_protocol::{AgentId, ChunkId, ChunkPolicy, FrameMode, JobId, JobSpec, LeaseId};
 use rusqlite::{params, OptionalExtension, Transaction};
 
 use super::{Store, StoreError};
@@ -28,6 +28,11 @@ pub enum FailOutcome {
     JobFailed(JobId),
 }
 
+/// Split chunks hold about this much of an agent's work once its speed is known.
+pub const DEFAULT_CHUNK_SECONDS: f64 = 120.0;
+/// Failures of one agent on one job after which it gets no more of that job.
+pub const BLOCK_AFTER_FAILURES: u32 = 2;
+
 /// How many samples the next chunk of a frame gets.
 ///
 /// Guided self-scheduling: each chunk takes a share of what is left, `remaining / (2 ×
@@ -46,12 +51,25 @@ pub fn chunk_size(samples: u32, remaining: u32, agents_online: u32, policy: Chun
 }
 
 impl Store {
-    /// Gives `agent` the next chunk of work, if there is any.
+    /// Gives `agent` the next chunk of work, if there is any, sized for chunks of about
+    /// [`DEFAULT_CHUNK_SECONDS`].
     pub fn acquire_lease(
         &self,
         agent: AgentId,
         now: i64,
         lease_timeout_ms: i64,
+    ) -> Result<Option<LeaseGrant>, StoreError> {
+        self.acquire_lease_with(agent, now, lease_timeout_ms, DEFAULT_CHUNK_SECONDS)
+    }
+
+    /// Gives `agent` the next chunk of work, if there is any. Once the agent's speed on a
+    /// job is known, a split chunk holds at most about `chunk_seconds` of its work.
+    pub fn acquire_lease_with(
+        &self,
+        agent: AgentId,
+        now: i64,
+        lease_timeout_ms: i64,
+        chunk_seconds: f64,
     ) -> Result<Option<LeaseGrant>, StoreError> {
         let mut connection = self.lock();
         let transaction = connection.transaction()?;
@@ -63,15 +81,25 @@ impl Store {
         )?;
         let jobs: Vec<(i64, String)> = {
             let mut query = transaction.prepare(
-                "SELECT id, spec FROM jobs WHERE state IN ('queued', 'running') ORDER BY id",
+                "SELECT id, spec FROM jobs WHERE state IN ('queued', 'running')
+                 AND id NOT IN (SELECT job_id FROM agent_jobs WHERE agent_id = ?1 AND failures >= ?2)
+                 ORDER BY id",
             )?;
-            let rows = query.query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?;
+            let rows = query.query_map(params![agent.0, BLOCK_AFTER_FAILURES], |row| {
+                Ok((row.get(0)?, row.get(1)?))
+            })?;
             rows.collect::<Result<_, _>>()?
         };
         for (job_id, spec_text) in jobs {
             let spec: JobSpec = serde_json::from_str(&spec_text)?;
+            let speed = super::uploads::speed_in(&transaction, agent, JobId(job_id))?;
+            let sizing = Sizing {
+                agents_online,
+                speed,
+                chunk_seconds,
+            };
             let Some((chunk_id, frame, sample_start, sample_count)) =
-                next_chunk(&transaction, job_id, &spec, agents_online)?
+                next_chunk(&transaction, job_id, &spec, &sizing)?
             else {
                 continue;
             };
@@ -175,7 +203,11 @@ impl Store {
             params![chunk_id, message],
             |row| row.get(0),
         )?;
-        let outcome = if attempts >= max_attempts {
+        let blocked_everywhere =
+            count_agent_failure(&transaction, agent, JobId(job_id), message, now)?;
+        let outcome = if blocked_everywhere {
+            FailOutcome::JobFailed(JobId(job_id))
+        } else if attempts >= max_attempts {
             let text = format!("chunk failed {attempts} times; last error: {message}");
             fail_job_in(&transaction, JobId(job_id), &text, now)?;
             FailOutcome::JobFailed(JobId(job_id))
@@ -207,13 +239,21 @@ fn expire(transaction: &Transaction<'_>, now: i64) -> Result<usize, StoreError> 
     Ok(chunks.len())
 }
 
-/// Picks the job's next chunk: a requeued one first, else a new one carved from the
-/// lowest frame that still has unassigned samples.
+/// What a new chunk's size depends on.
+struct Sizing {
+    agents_online: u32,
+    /// The agent's samples per second on this job, once known.
+    speed: Option<f64>,
+    chunk_seconds: f64,
+}
+
+/// Picks the job's next chunk: a requeued one first; else, by the job's frame mode, a whole
+/// untouched frame, or a share of the lowest frame that still has unassigned samples.
 fn next_chunk(
     transaction: &Transaction<'_>,
     job_id: i64,
     spec: &JobSpec,
-    agents_online: u32,
+    sizing: &Sizing,
 ) -> Result<Option<(i64, i32, u32, u32)>, StoreError> {
     let requeued = transaction
         .query_row(
@@ -228,10 +268,27 @@ fn next_chunk(
     if requeued.is_some() {
         return Ok(requeued);
     }
+    let untouched: u32 = transaction.query_row(
+        "SELECT COUNT(*) FROM frames WHERE job_id = ?1 AND next_sample = 0",
+        [job_id],
+        |row| row.get(0),
+    )?;
+    let whole_frames = match spec.frame_mode {
+        FrameMode::Whole => true,
+        FrameMode::Split => false,
+        FrameMode::Auto => untouched > 0 && untouched >= sizing.agents_online.max(1),
+    };
+    let condition = if whole_frames {
+        "next_sample = 0"
+    } else {
+        "next_sample < samples"
+    };
     let open_frame: Option<(i64, i32, u32, u32)> = transaction
         .query_row(
-            "SELECT id, frame, samples, next_sample FROM frames
-             WHERE job_id = ?1 AND next_sample < samples ORDER BY frame LIMIT 1",
+            &format!(
+                "SELECT id, frame, samples, next_sample FROM frames
+                 WHERE job_id = ?1 AND {condition} ORDER BY frame LIMIT 1"
+            ),
             [job_id],
             |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?)),
         )
@@ -239,7 +296,29 @@ fn next_chunk(
     let Some((frame_id, frame, samples, next_sample)) = open_frame else {
         return Ok(None);
     };
-    let count = chunk_size(samples, samples - next_sample, agents_online, spec.chunking);
+    let remaining = samples - next_sample;
+    let count = if whole_frames {
+        remaining
+    } else {
+        let guided = chunk_size(samples, remaining, sizing.agents_online, spec.chunking);
+        match sizing.speed {
+            // Enough for about `chunk_seconds` of this agent's work, never below the floor.
+            Some(speed) => {
+                let timed = (speed * sizing.chunk_seconds)
+                    .ceil()
+                    .clamp(1.0, f64::from(u32::MAX));
+                #[expect(
+                    clippy::cast_possible_truncation,
+                    clippy::cast_sign_loss,
+                    reason = "clamped above"
+                )]
+                let timed = timed as u32;
+                let floor = spec.chunking.min_samples.unwrap_or(1).min(remaining);
+                guided.min(timed.max(floor))
+            }
+            None => guided,
+        }
+    };
     transaction.execute(
         "UPDATE frames SET next_sample = ?2 WHERE id = ?1",
         params![frame_id, next_sample + count],
@@ -254,6 +333,42 @@ fn next_chunk(
         next_sample,
         count,
     )))
+}
+
+/// Counts a failure of `agent` on `job`. An agent that failed a job
+/// [`BLOCK_AFTER_FAILURES`] times gets no more of it; when no other agent is left to take
+/// it, the job fails with `message`. Returns whether the job failed.
+pub(super) fn count_agent_failure(
+    transaction: &Transaction<'_>,
+    agent: AgentId,
+    job: JobId,
+    message: &str,
+    now: i64,
+) -> Result<bool, StoreError> {
+    let failures: u32 = transaction.query_row(
+        "INSERT INTO agent_jobs (agent_id, job_id, samples, seconds, failures)
+         VALUES (?1, ?2, 0, 0, 1)
+         ON CONFLICT (agent_id, job_id) DO UPDATE SET failures = failures + 1
+         RETURNING failures",
+        params![agent.0, job.0],
+        |row| row.get(0),
+    )?;
+    if failures < BLOCK_AFTER_FAILURES {
+        return Ok(false);
+    }
+    let others: u32 = transaction.query_row(
+        "SELECT COUNT(*) FROM agents a WHERE a.revoked_at IS NULL AND a.id NOT IN (
+             SELECT agent_id FROM agent_jobs WHERE job_id = ?1 AND failures >= ?2)",
+        params![job.0, BLOCK_AFTER_FAILURES],
+        |row| row.get(0),
+    )?;
+    if others > 0 {
+        return Ok(false);
+    }
+    let text =
+        format!("every agent failed this job {BLOCK_AFTER_FAILURES} times; last error: {message}");
+    fail_job_in(transaction, job, &text, now)?;
+    Ok(true)
 }
 
 /// Fails a job with a message inside a transaction and revokes its active leases.
@@ -409,14 +524,16 @@ mod tests {
 
     #[test]
     fn repeated_failures_fail_the_job_with_the_message() {
-        let (store, agents) = store_with_agents(1);
+        // Three agents, each failing once: the chunk's retry cap ends the job.
+        let (store, agents) = store_with_agents(3);
         let job = store
             .create_job(&spec(FrameRange::single(1), 4), 0)
             .unwrap();
         for attempt in 1..=3 {
-            let grant = store.acquire_lease(agents[0], 0, TIMEOUT).unwrap().unwrap();
+            let agent = agents[attempt - 1];
+            let grant = store.acquire_lease(agent, 0, TIMEOUT).unwrap().unwrap();
             let outcome = store
-                .fail_lease(grant.lease_id, agents[0], "Error: out of memory", 1, 3)
+                .fail_lease(grant.lease_id, agent, "Error: out of memory", 1, 3)
                 .unwrap();
             if attempt < 3 {
                 assert_eq!(outcome, FailOutcome::Requeued);
@@ -431,6 +548,163 @@ mod tests {
             .acquire_lease(agents[0], 2, TIMEOUT)
             .unwrap()
             .is_none());
+    }
+
+    fn leases_until_empty(store: &Store, agents: &[AgentId]) -> Vec<(i32, u32, u32)> {
+        let mut handed = Vec::new();
+        let mut turn = 0;
+        while let Some(grant) = store
+            .acquire_lease(agents[turn % agents.len()], 0, TIMEOUT)
+            .unwrap()
+        {
+            handed.push((grant.frame, grant.sample_start, grant.sample_count));
+            turn += 1;
+        }
+        handed
+    }
+
+    #[test]
+    fn whole_frame_mode_hands_out_whole_frames() {
+        let (store, agents) = store_with_agents(2);
+        let mut job = spec(
+            FrameRange {
+                start: 1,
+                end: 3,
+                step: 1,
+            },
+            16,
+        );
+        job.frame_mode = FrameMode::Whole;
+        store.create_job(&job, 0).unwrap();
+        assert_eq!(
+            leases_until_empty(&store, &agents),
+            vec![(1, 0, 16), (2, 0, 16), (3, 0, 16)]
+        );
+    }
+
+    #[test]
+    fn auto_mode_splits_only_the_tail() {
+        let (store, agents) = store_with_agents(2);
+        store
+            .create_job(
+                &spec(
+                    FrameRange {
+                        start: 1,
+                        end: 4,
+                        step: 1,
+                    },
+                    16,
+                ),
+                0,
+            )
+            .unwrap();
+        let handed = leases_until_empty(&store, &agents);
+        assert_eq!(
+            &handed[..3],
+            &[(1, 0, 16), (2, 0, 16), (3, 0, 16)],
+            "{handed:?}"
+        );
+        let tail: Vec<_> = handed[3..].iter().collect();
+        assert!(tail.len() >= 2, "the last frame is split: {handed:?}");
+        assert!(tail.iter().all(|chunk| chunk.0 == 4));
+        assert_eq!(tail.iter().map(|chunk| chunk.2).sum::<u32>(), 16);
+    }
+
+    #[test]
+    fn split_mode_splits_every_frame() {
+        let (store, agents) = store_with_agents(2);
+        let mut job = spec(
+            FrameRange {
+                start: 1,
+                end: 3,
+                step: 1,
+            },
+            16,
+        );
+        job.frame_mode = FrameMode::Split;
+        store.create_job(&job, 0).unwrap();
+        let handed = leases_until_empty(&store, &agents);
+        for frame in 1..=3 {
+            let chunks = handed.iter().filter(|c| c.0 == frame).count();
+            assert!(chunks >= 2, "frame {frame} is split: {handed:?}");
+        }
+    }
+
+    #[test]
+    fn a_known_speed_caps_the_chunk_at_the_target_duration() {
+        let (store, agents) = store_with_agents(1);
+        let mut job = spec(FrameRange::single(1), 1000);
+        job.frame_mode = FrameMode::Split;
+        let id = store.create_job(&job, 0).unwrap();
+        let first = store.acquire_lease(agents[0], 0, TIMEOUT).unwrap().unwrap();
+        assert_eq!(first.sample_count, 500, "no speed yet: the guided share");
+        let piece = match store
+            .begin_upload(first.lease_id, agents[0], None, 20, 1, TIMEOUT)
+            .unwrap()
+        {
+            crate::store::UploadPlan::Fold(piece) => piece,
+            other => panic!("{other:?}"),
+        };
+        // 20 samples in 10 s: 2 samples per second.
+        store
+            .finish_upload(first.lease_id, &piece, Some(10.0))
+            .unwrap();
+        assert_eq!(store.agent_speed(agents[0], id).unwrap(), Some(2.0));
+        store.release_lease(first.lease_id, agents[0]).unwrap();
+        let _requeued = store
+            .acquire_lease_with(agents[0], 2, TIMEOUT, 15.0)
+            .unwrap()
+            .unwrap();
+        let next = store
+            .acquire_lease_with(agents[0], 2, TIMEOUT, 15.0)
+            .unwrap()
+            .unwrap();
+        assert_eq!(next.sample_count, 30, "2 samples/s × 15 s");
+    }
+
+    #[test]
+    fn an_agent_that_keeps_failing_a_job_gets_no_more_of_it() {
+        let (store, agents) = store_with_agents(2);
+        let job = store
+            .create_job(&spec(FrameRange::single(1), 8), 0)
+            .unwrap();
+        for _ in 0..BLOCK_AFTER_FAILURES {
+            let grant = store.acquire_lease(agents[0], 0, TIMEOUT).unwrap().unwrap();
+            let outcome = store
+                .fail_lease(grant.lease_id, agents[0], "Error: broken GPU", 1, 10)
+                .unwrap();
+            assert_eq!(outcome, FailOutcome::Requeued);
+        }
+        assert!(store
+            .acquire_lease(agents[0], 2, TIMEOUT)
+            .unwrap()
+            .is_none());
+        let other = store.acquire_lease(agents[1], 2, TIMEOUT).unwrap().unwrap();
+        assert_eq!(other.job_id, job);
+    }
+
+    #[test]
+    fn a_job_every_agent_failed_fails_with_the_message() {
+        let (store, agents) = store_with_agents(1);
+        let job = store
+            .create_job(&spec(FrameRange::single(1), 8), 0)
+            .unwrap();
+        let mut last = FailOutcome::Gone;
+        for _ in 0..BLOCK_AFTER_FAILURES {
+            let grant = store.acquire_lease(agents[0], 0, TIMEOUT).unwrap().unwrap();
+            last = store
+                .fail_lease(
+                    grant.lease_id,
+                    agents[0],
+                    "Error: Cannot render, no camera",
+                    1,
+                    10,
+                )
+                .unwrap();
+        }
+        assert_eq!(last, FailOutcome::JobFailed(job));
+        let status = store.job_status(job).unwrap().unwrap();
+        assert!(status.summary.error.unwrap().contains("no camera"));
     }
 
     #[test]

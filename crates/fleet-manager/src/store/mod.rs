@@ -115,6 +115,7 @@ pub(crate) mod test_support {
             output_format: OutputFormat::Png,
             seed: None,
             chunking: ChunkPolicy::default(),
+            frame_mode: fleet_protocol::FrameMode::Auto,
             start: true,
         }
     }

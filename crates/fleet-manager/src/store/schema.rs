@@ -100,6 +100,11 @@ CREATE TABLE agent_speed (
     PRIMARY KEY (agent_id, job_id)
 );
 ",
+    r"
+-- Failures per agent and job: an agent that keeps failing a job gets no more of it.
+ALTER TABLE agent_speed RENAME TO agent_jobs;
+ALTER TABLE agent_jobs ADD COLUMN failures INTEGER NOT NULL DEFAULT 0;
+",
 ];
 
 /// Applies every migration the database has not seen yet.

@@ -190,7 +190,7 @@ impl Store {
                 )?;
                 if let Some(seconds) = render_seconds.filter(|s| s.is_finite() && *s > 0.0) {
                     transaction.execute(
-                        "INSERT INTO agent_speed (agent_id, job_id, samples, seconds)
+                        "INSERT INTO agent_jobs (agent_id, job_id, samples, seconds)
                          VALUES (?1, ?2, ?3, ?4)
                          ON CONFLICT (agent_id, job_id) DO UPDATE SET
                              samples = samples + excluded.samples,
@@ -230,9 +230,26 @@ impl Store {
             params![piece.chunk_id.0, message],
             |row| row.get(0),
         )?;
+        let agent: Option<i64> = transaction
+            .query_row(
+                "SELECT agent_id FROM leases WHERE id = ?1",
+                [lease.0],
+                |row| row.get(0),
+            )
+            .optional()?;
         release(&transaction, lease, "failed")?;
-        let failed = attempts >= max_attempts;
-        if failed {
+        let blocked_everywhere = match agent {
+            Some(agent) => super::leases::count_agent_failure(
+                &transaction,
+                AgentId(agent),
+                piece.job_id,
+                message,
+                now,
+            )?,
+            None => false,
+        };
+        let failed = blocked_everywhere || attempts >= max_attempts;
+        if failed && !blocked_everywhere {
             super::leases::fail_job_in(
                 &transaction,
                 piece.job_id,
@@ -343,7 +360,7 @@ pub(super) fn speed_in(
 ) -> Result<Option<f64>, StoreError> {
     let row: Option<(f64, f64)> = connection
         .query_row(
-            "SELECT samples, seconds FROM agent_speed WHERE agent_id = ?1 AND job_id = ?2",
+            "SELECT samples, seconds FROM agent_jobs WHERE agent_id = ?1 AND job_id = ?2",
             params![agent.0, job.0],
             |row| Ok((row.get(0)?, row.get(1)?)),
         )

@@ -116,7 +116,9 @@ async fn partials_are_merged_by_sample_weight_into_the_frame_result() {
 async fn bad_partials_are_rejected_and_their_chunk_requeued_until_the_retry_cap() {
     let farm = Farm::start().await;
     let client = farm.client();
-    let agent = farm.agent("flaky").await;
+    // Two agents take turns, so that neither is blocked for the job before the chunk's
+    // retry cap is reached.
+    let agents = [farm.agent("flaky-1").await, farm.agent("flaky-2").await];
     let spec = farm.uploaded_spec(8).await;
     let job = client.create_job(&spec).await.unwrap().id;
 
@@ -129,7 +131,7 @@ async fn bad_partials_are_rejected_and_their_chunk_requeued_until_the_retry_cap(
     let not_exr = farm.path("not.exr");
     std::fs::write(&not_exr, b"GIF89a definitely not an EXR").unwrap();
 
-    let first = agent.lease(Duration::ZERO).await.unwrap().unwrap();
+    let first = agents[0].lease(Duration::ZERO).await.unwrap().unwrap();
     let mut lease = first.clone();
     for (attempt, (file, expected)) in [
         (&truncated, "truncated"),
@@ -139,6 +141,7 @@ async fn bad_partials_are_rejected_and_their_chunk_requeued_until_the_retry_cap(
     .into_iter()
     .enumerate()
     {
+        let agent = &agents[attempt % 2];
         let error = agent
             .upload_result(lease.lease_id, lease.sample_count, file)
             .await
@@ -157,7 +160,11 @@ async fn bad_partials_are_rejected_and_their_chunk_requeued_until_the_retry_cap(
         assert_eq!(status.summary.samples_done, 0, "nothing was merged");
         if attempt < 2 {
             // The chunk is back in the queue, unchanged.
-            lease = agent.lease(Duration::ZERO).await.unwrap().unwrap();
+            lease = agents[(attempt + 1) % 2]
+                .lease(Duration::ZERO)
+                .await
+                .unwrap()
+                .unwrap();
             assert_eq!(lease.chunk_id, first.chunk_id);
             assert_eq!(
                 (lease.sample_start, lease.sample_count),
@@ -170,7 +177,7 @@ async fn bad_partials_are_rejected_and_their_chunk_requeued_until_the_retry_cap(
     assert_eq!(status.summary.state, JobState::Failed);
     let error = status.summary.error.unwrap();
     assert!(error.contains("rejected partial render"), "{error}");
-    assert!(agent.lease(Duration::ZERO).await.unwrap().is_none());
+    assert!(agents[0].lease(Duration::ZERO).await.unwrap().is_none());
     farm.manager.shutdown().await;
 }
 

@@ -140,6 +140,7 @@ pub fn spec(hash: BlobHash, samples: u32) -> JobSpec {
         output_format: OutputFormat::Png,
         seed: None,
         chunking: ChunkPolicy::default(),
+        frame_mode: fleet_protocol::FrameMode::Auto,
         start: true,
     }
 }

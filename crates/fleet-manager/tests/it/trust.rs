@@ -265,7 +265,8 @@ async fn oversized_bodies_are_413_and_store_nothing() {
 async fn a_partial_missing_channels_is_rejected() {
     let farm = Farm::start().await;
     let client = farm.client();
-    let spec = farm.uploaded_spec(8).await;
+    let mut spec = farm.uploaded_spec(8).await;
+    spec.frame_mode = fleet_protocol::FrameMode::Split;
     let job = client.create_job(&spec).await.unwrap().id;
     let agent = farm.agent("a").await;
     let first = agent.lease(Duration::ZERO).await.unwrap().unwrap();

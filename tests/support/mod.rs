@@ -3,6 +3,9 @@
 
 #![allow(dead_code)]
 
+pub mod farm;
+pub mod reference;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 

@@ -31,6 +31,8 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
         work_dir,
         lease_wait: Duration::from_secs(20),
         connect_patience: Duration::from_secs(300),
+        piece_seconds: seconds("--piece-seconds", args.piece_seconds)?,
+        stop_deadline: seconds("--stop-deadline", args.stop_deadline)?,
     };
     let shutdown = fleet_agent::shutdown_on_signals();
     fleet_agent::run(config, shutdown).await?;
@@ -43,4 +45,11 @@ pub fn hostname() -> String {
         .ok()
         .filter(|name| !name.is_empty())
         .unwrap_or_else(|| "agent".to_owned())
+}
+
+fn seconds(flag: &str, value: f64) -> anyhow::Result<Duration> {
+    if !(value > 0.0 && value <= 86_400.0) {
+        anyhow::bail!("{flag} must be between 0 and 86400 seconds, got {value}");
+    }
+    Ok(Duration::from_secs_f64(value))
 }

@@ -246,6 +246,13 @@ pub struct AgentArgs {
     /// Cache and scratch directory.
     #[arg(long, env = "BLENDFLEET_AGENT_DIR")]
     pub work_dir: Option<PathBuf>,
+    /// Seconds of rendering between uploads: a preemption loses at most one such piece.
+    #[arg(long, default_value_t = 10.0)]
+    pub piece_seconds: f64,
+    /// Seconds the agent may take, on SIGTERM, to upload what it rendered and hand the rest
+    /// of its lease back before it exits.
+    #[arg(long, default_value_t = 20.0)]
+    pub stop_deadline: f64,
 }
 
 /// Runs a command.

@@ -6,6 +6,8 @@
 
 mod files;
 mod identity;
+mod lease;
+mod pieces;
 mod work;
 
 use std::path::PathBuf;
@@ -16,6 +18,7 @@ use fleet_protocol::Secret;
 use fleet_tls::Fingerprint;
 use tokio_util::sync::CancellationToken;
 
+use work::chain;
 pub use work::run;
 
 /// How an agent runs.
@@ -40,6 +43,12 @@ pub struct AgentConfig {
     pub lease_wait: Duration,
     /// How long to keep trying to reach the manager before giving up.
     pub connect_patience: Duration,
+    /// A lease is rendered and uploaded in pieces of about this much rendering each, so that
+    /// a preemption loses at most one piece.
+    pub piece_seconds: Duration,
+    /// On SIGTERM or a preemption notice, how long the agent may take to upload what is
+    /// rendered and release the rest of its lease.
+    pub stop_deadline: Duration,
 }
 
 /// Why an agent stopped.

@@ -2,13 +2,15 @@
 
 use std::time::{Duration, Instant};
 
-use fleet_blender::{ChunkRequest, Worker, WorkerOptions};
+use fleet_blender::Worker;
 use fleet_client::{AgentClient, ClientError};
-use fleet_protocol::{ErrorCode, JoinRequest, Lease};
+use fleet_protocol::{ErrorCode, JoinRequest};
 use tokio_util::sync::CancellationToken;
 
 use crate::files::WorkDir;
 use crate::identity::Identity;
+use crate::lease::{worker_options, Agent};
+use crate::pieces::PieceSizer;
 use crate::{AgentConfig, AgentError};
 
 /// Pause between attempts to reach an unreachable manager.
@@ -37,8 +39,7 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
     )?;
     // Start Blender now, while the first job is still being uploaded, so that the first
     // chunk does not wait for it. A failure here is reported with the first chunk instead.
-    let mut worker: Option<Worker> = match Worker::spawn(&config.blender, worker_options(&config))
-        .await
+    let worker: Option<Worker> = match Worker::spawn(&config.blender, worker_options(&config)).await
     {
         Ok(worker) => Some(worker),
         Err(error) => {
@@ -47,6 +48,13 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
         }
     };
     let mut unreachable_since: Option<Instant> = None;
+    let mut agent = Agent {
+        client: client.clone(),
+        config: config.clone(),
+        work,
+        worker,
+        sizer: PieceSizer::new(config.piece_seconds),
+    };
 
     while !shutdown.is_cancelled() {
         let leased = tokio::select! {
@@ -67,12 +75,11 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
                 continue;
             }
         };
-        let outcome = work_on(&client, &config, &work, &mut worker, &lease, &shutdown).await;
-        if let Err(error) = outcome {
+        if let Err(error) = agent.work_on(&lease, &shutdown).await {
             tracing::warn!(lease = %lease.lease_id, error = %chain(&error), "chunk not delivered");
         }
     }
-    if let Some(worker) = worker {
+    if let Some(worker) = agent.worker.take() {
         let _ = worker.shutdown().await;
     }
     tracing::info!("agent stopped");
@@ -153,176 +160,7 @@ fn clone_error(error: &ClientError) -> ClientError {
     ClientError::Protocol(chain(error))
 }
 
-/// Renders one lease and uploads its result.
-async fn work_on(
-    client: &AgentClient,
-    config: &AgentConfig,
-    work: &WorkDir,
-    worker: &mut Option<Worker>,
-    lease: &Lease,
-    shutdown: &CancellationToken,
-) -> Result<(), AgentError> {
-    tracing::info!(
-        lease = %lease.lease_id, job = %lease.job_id, frame = lease.frame,
-        start = lease.sample_start, count = lease.sample_count, "rendering chunk"
-    );
-    let root = match work.prepare_job(client, lease.job_id, &lease.files).await {
-        Ok(root) => root,
-        Err(error) => {
-            let message = format!(
-                "the agent could not fetch the project files: {}",
-                chain(&error)
-            );
-            let _ = client.fail(lease.lease_id, &message).await;
-            return Err(error);
-        }
-    };
-    let output = work.output(&format!("lease_{}.exr", lease.lease_id));
-    let request = ChunkRequest {
-        blend: root.join(&lease.main_file),
-        frame: lease.frame,
-        sample_start: lease.sample_start,
-        sample_count: lease.sample_count,
-        seed: lease.seed,
-        frame_samples: Some(lease.frame_samples),
-        resolution: lease.resolution.map(|r| (r.width, r.height)),
-        output: output.clone(),
-    };
-    let rendered = render_with_heartbeats(client, config, worker, lease, &request, shutdown).await;
-    let result = match rendered {
-        Rendered::Done(samples) => upload(client, lease, samples, &output).await,
-        Rendered::Failed(message) => client
-            .fail(lease.lease_id, &message)
-            .await
-            .map_err(AgentError::from),
-        Rendered::Abandoned(reason) => {
-            tracing::info!(lease = %lease.lease_id, reason, "chunk abandoned");
-            Ok(())
-        }
-    };
-    let _ = std::fs::remove_file(&output);
-    result
-}
-
-fn worker_options(config: &AgentConfig) -> WorkerOptions {
-    WorkerOptions {
-        threads: config.threads,
-        extra_env: Vec::new(),
-    }
-}
-
-enum Rendered {
-    Done(u32),
-    Failed(String),
-    Abandoned(&'static str),
-}
-
-async fn render_with_heartbeats(
-    client: &AgentClient,
-    config: &AgentConfig,
-    slot: &mut Option<Worker>,
-    lease: &Lease,
-    request: &ChunkRequest,
-    shutdown: &CancellationToken,
-) -> Rendered {
-    if slot.is_none() {
-        match Worker::spawn(&config.blender, worker_options(config)).await {
-            Ok(worker) => *slot = Some(worker),
-            Err(error) => return Rendered::Failed(blender_message(&error)),
-        }
-    }
-    let Some(worker) = slot.as_mut() else {
-        return Rendered::Failed("no Blender worker".into());
-    };
-    let progress = worker.progress();
-    let interval = Duration::from_millis(lease.heartbeat_interval_ms.max(100));
-    let heartbeats = async {
-        loop {
-            tokio::time::sleep(interval).await;
-            let done = *progress.borrow();
-            match client.heartbeat(lease.lease_id, Some(done)).await {
-                Ok(_) => {}
-                Err(error) if error.code() == Some(ErrorCode::Gone) => return "lease gone",
-                Err(error) => tracing::warn!(error = %chain(&error), "heartbeat failed"),
-            }
-        }
-    };
-    let outcome = tokio::select! {
-        outcome = worker.render_chunk(request) => Some(outcome),
-        reason = heartbeats => { return abandon(slot, reason); }
-        () = shutdown.cancelled() => None,
-    };
-    match outcome {
-        Some(Ok(outcome)) => {
-            tracing::info!(
-                lease = %lease.lease_id, samples = outcome.samples,
-                loaded_scene = outcome.loaded_scene,
-                sync_seconds = outcome.sync_seconds,
-                render_seconds = outcome.render_seconds,
-                save_seconds = outcome.save_seconds,
-                total_seconds = outcome.total_seconds,
-                "chunk rendered"
-            );
-            Rendered::Done(outcome.samples)
-        }
-        Some(Err(error)) => {
-            // A worker that failed may be in any state; start afresh next time.
-            *slot = None;
-            Rendered::Failed(blender_message(&error))
-        }
-        None => abandon(slot, "agent shutting down"),
-    }
-}
-
-/// Stops rendering: the worker is killed (it cannot be interrupted mid-render otherwise).
-fn abandon(slot: &mut Option<Worker>, reason: &'static str) -> Rendered {
-    *slot = None;
-    Rendered::Abandoned(reason)
-}
-
-async fn upload(
-    client: &AgentClient,
-    lease: &Lease,
-    samples: u32,
-    output: &std::path::Path,
-) -> Result<(), AgentError> {
-    let deadline = Instant::now() + Duration::from_millis(lease.lease_timeout_ms);
-    loop {
-        match client.upload_result(lease.lease_id, samples, output).await {
-            Ok(answer) => {
-                tracing::info!(
-                    lease = %lease.lease_id, frame = lease.frame,
-                    done = answer.frame_samples_done, of = answer.frame_samples, "uploaded"
-                );
-                return Ok(());
-            }
-            Err(ClientError::Connect { .. }) if Instant::now() < deadline => {
-                tokio::time::sleep(RETRY_PAUSE).await;
-            }
-            Err(error) => return Err(error.into()),
-        }
-    }
-}
-
-/// Blender's error with the last lines it printed, for the job's error message.
-fn blender_message(error: &fleet_blender::BlenderError) -> String {
-    let mut message = error.to_string();
-    let tail = error.output_tail();
-    if !tail.is_empty() && !message.contains('\n') {
-        let shown: Vec<&str> = tail
-            .iter()
-            .rev()
-            .take(5)
-            .rev()
-            .map(String::as_str)
-            .collect();
-        message.push_str("\nBlender's last output:\n");
-        message.push_str(&shown.join("\n"));
-    }
-    message
-}
-
-fn chain(error: &dyn std::error::Error) -> String {
+pub(crate) fn chain(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
     while let Some(cause) = source {

@@ -91,7 +91,9 @@ impl Farm {
         self.settings.url = url.expect("the manager printed its address");
         self.settings.ca_fingerprint = fingerprint.expect("the manager printed its fingerprint");
         self.join_token = token.expect("the manager printed a join credential");
-        let _ = std::mem::replace(&mut self.manager, manager);
+        // The previous manager was waited for (it is the placeholder or was killed).
+        let mut previous = std::mem::replace(&mut self.manager, manager);
+        let _ = previous.wait();
     }
 
     /// Kills the manager with SIGKILL and starts it again on the same port and state.

@@ -145,3 +145,50 @@ impl Drop for TestDir {
         }
     }
 }
+
+/// Writes a copy of `source` at `dest` after running `python` (with `bpy` imported and the
+/// file open) in Blender.
+pub async fn edit_scene(blender: &BlenderCommand, source: &Path, dest: &Path, python: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("edit.py");
+    let body = python
+        .lines()
+        .map(|line| format!("    {line}\n"))
+        .collect::<String>();
+    std::fs::write(
+        &script,
+        format!(
+            "import os, sys, bpy\n\
+             args = sys.argv[sys.argv.index('--') + 1:] if '--' in sys.argv else sys.argv[1:]\n\
+             bpy.ops.wm.open_mainfile(filepath=args[0])\n\
+             def edit():\n{body}\n\
+             edit()\n\
+             bpy.ops.wm.save_as_mainfile(filepath=os.path.abspath(args[1]))\n\
+             sys.stdout.flush()\n\
+             os._exit(0)\n"
+        ),
+    )
+    .unwrap();
+    let (status, output) = blender
+        .run_script(&script, &[source.into(), dest.into()])
+        .await
+        .unwrap();
+    assert!(status.success(), "editing the scene failed: {output:?}");
+    assert!(dest.is_file());
+}
+
+/// How many leases each frame of the manager's database was handed out in: (frame, leases).
+pub fn leases_per_frame(state_db: &Path) -> Vec<(i32, u32)> {
+    let connection = rusqlite::Connection::open(state_db).expect("state database");
+    let mut query = connection
+        .prepare(
+            "SELECT f.frame, COUNT(l.id) FROM leases l JOIN chunks c ON c.id = l.chunk_id
+             JOIN frames f ON f.id = c.frame_id GROUP BY f.frame ORDER BY f.frame",
+        )
+        .unwrap();
+    query
+        .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap()
+}

@@ -9,7 +9,7 @@ use fleet_blender::BlenderCommand;
 use fleet_client::{Client, ConnectionSettings};
 use fleet_protocol::Secret;
 
-use super::blendfleet;
+use super::{blendfleet, blendfleet_via};
 
 /// The password every test manager gets.
 pub const PASSWORD: &str = "e2e-password";
@@ -22,6 +22,7 @@ pub struct Farm {
     pub join_token: String,
     pub state: PathBuf,
     dir: PathBuf,
+    host: String,
     port: u16,
     lease_timeout_secs: u32,
     starts: u32,
@@ -30,7 +31,12 @@ pub struct Farm {
 impl Farm {
     /// Starts a manager on a free loopback port, its state and logs in `dir`.
     pub fn start(dir: &Path, lease_timeout_secs: u32) -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
+        Self::start_on(dir, lease_timeout_secs, "127.0.0.1")
+    }
+
+    /// Starts a manager listening on `host`.
+    pub fn start_on(dir: &Path, lease_timeout_secs: u32, host: &str) -> Self {
+        let port = std::net::TcpListener::bind((host, 0))
             .unwrap()
             .local_addr()
             .unwrap()
@@ -47,6 +53,7 @@ impl Farm {
             join_token: String::new(),
             state: dir.join("state"),
             dir: dir.to_owned(),
+            host: host.to_owned(),
             port,
             lease_timeout_secs,
             starts: 0,
@@ -63,7 +70,11 @@ impl Farm {
             format!("manager-{}", self.starts)
         };
         let mut manager = blendfleet()
-            .args(["manager", "--listen", &format!("127.0.0.1:{}", self.port)])
+            .args([
+                "manager",
+                "--listen",
+                &format!("{}:{}", self.host, self.port),
+            ])
             .args(["--lease-timeout", &self.lease_timeout_secs.to_string()])
             .arg("--state-dir")
             .arg(&self.state)
@@ -109,12 +120,23 @@ impl Farm {
 
     /// Starts an agent process (one render thread) with extra arguments.
     pub async fn add_agent(&mut self, name: &str, blender: &BlenderCommand, extra: &[&str]) {
+        self.add_agent_via(name, blender, extra, &[]).await;
+    }
+
+    /// Starts an agent process through `wrapper` (e.g. `ip netns exec NAME`).
+    pub async fn add_agent_via(
+        &mut self,
+        name: &str,
+        blender: &BlenderCommand,
+        extra: &[&str],
+        wrapper: &[&str],
+    ) {
         let token = self
             .client()
             .create_join_token(Duration::from_secs(300))
             .await
             .unwrap();
-        let child = blendfleet()
+        let child = blendfleet_via(wrapper)
             .args(["agent", "--manager", &self.settings.url, "--ca-fingerprint"])
             .arg(self.settings.ca_fingerprint.to_string())
             .args(["--name", name, "--threads", "1", "--blender"])

@@ -13,7 +13,19 @@ use fleet_blender::BlenderCommand;
 
 /// The binary under test.
 pub fn blendfleet() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_blendfleet"));
+    blendfleet_via(&[])
+}
+
+/// The binary under test, started through `wrapper` (e.g. `ip netns exec NAME`).
+pub fn blendfleet_via(wrapper: &[&str]) -> Command {
+    let mut command = match wrapper.split_first() {
+        Some((program, args)) => {
+            let mut command = Command::new(program);
+            command.args(args).arg(env!("CARGO_BIN_EXE_blendfleet"));
+            command
+        }
+        None => Command::new(env!("CARGO_BIN_EXE_blendfleet")),
+    };
     // A configured manager in the environment would turn `render` into a remote render.
     command
         .env_remove("BLENDFLEET_MANAGER")

@@ -31,7 +31,8 @@ enum Rendered {
     Done(ChunkOutcome),
     Failed(String),
     LeaseGone,
-    Stopping,
+    /// Stopped in the middle of a piece, after this long.
+    Stopping(Duration),
 }
 
 /// How a lease ended, before the in-flight upload is settled.
@@ -130,7 +131,18 @@ impl Agent {
                 }
                 Rendered::Failed(message) => break Ending::Failed(message),
                 Rendered::LeaseGone => break Ending::LeaseGone,
-                Rendered::Stopping => break Ending::Stopping,
+                Rendered::Stopping(elapsed) => {
+                    // What the interrupted piece had rendered is lost; say how much.
+                    let lost = self.sizer.speed(lease.job_id).map_or(0.0, |speed| {
+                        (speed * elapsed.as_secs_f64()).min(f64::from(count))
+                    });
+                    tracing::info!(
+                        lease = %lease.lease_id, start = head, samples = count,
+                        elapsed_seconds = elapsed.as_secs_f64(), lost_samples = lost,
+                        "stopped in the middle of a piece"
+                    );
+                    break Ending::Stopping;
+                }
             }
         };
         heartbeats.abort();
@@ -210,6 +222,7 @@ impl Agent {
         let Some(worker) = self.worker.as_mut() else {
             return Rendered::Failed("no Blender worker".into());
         };
+        let started = Instant::now();
         let outcome = tokio::select! {
             outcome = worker.render_chunk(request) => outcome,
             () = gone.cancelled() => {
@@ -219,7 +232,7 @@ impl Agent {
             }
             () = shutdown.cancelled() => {
                 self.worker = None;
-                return Rendered::Stopping;
+                return Rendered::Stopping(started.elapsed());
             }
         };
         match outcome {

@@ -66,6 +66,14 @@ impl PieceSizer {
         }
     }
 
+    /// Samples per second measured on `job`, once known.
+    pub fn speed(&self, job: JobId) -> Option<f64> {
+        self.measured
+            .get(&job)
+            .filter(|m| m.render_seconds > 0.0)
+            .map(|m| m.samples / m.render_seconds)
+    }
+
     /// Notes how long a piece took.
     pub fn record(&mut self, job: JobId, samples: u32, render_seconds: f64, save_seconds: f64) {
         let entry = self.measured.entry(job).or_default();

@@ -65,6 +65,40 @@ async fn busy_agent(client: &Client, job: JobId) -> String {
     }
 }
 
+/// Waits until an agent has had a piece merged and still holds a lease with plenty of
+/// samples left to render; returns that agent. Read from the manager's database, so that the
+/// agent cannot finish its lease between the look and the signal that follows it.
+async fn agent_mid_lease(client: &Client, job: JobId, db: &Path) -> String {
+    const PLENTY: u32 = 16;
+    let deadline = Instant::now() + Duration::from_secs(180);
+    loop {
+        let found: Option<String> = {
+            let connection = rusqlite::Connection::open(db).unwrap();
+            connection
+                .query_row(
+                    "SELECT a.name FROM leases l
+                     JOIN agents a ON a.id = l.agent_id JOIN chunks c ON c.id = l.chunk_id
+                     WHERE l.state = 'active' AND a.samples_rendered > 0
+                       AND c.sample_count >= ?1
+                     LIMIT 1",
+                    [PLENTY],
+                    |row| row.get(0),
+                )
+                .ok()
+        };
+        if let Some(name) = found {
+            return name;
+        }
+        let status = client.job(job).await.unwrap();
+        assert!(
+            !status.summary.state.is_final(),
+            "the job ended before an agent was caught mid-lease: {status:?}"
+        );
+        assert!(Instant::now() < deadline, "no agent got busy: {status:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 async fn finished(client: &Client, job: JobId) -> JobStatus {
     let deadline = Instant::now() + Duration::from_secs(240);
     loop {
@@ -207,9 +241,8 @@ async fn an_agent_stopped_with_sigterm_keeps_its_work_and_hands_back_the_rest() 
     let client = farm.client();
     let job = submit(&client, &blend).await;
 
-    let victim = busy_agent(&client, job).await;
-    // Let it get a piece or two of its chunk uploaded.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let db = farm.state.join("state.db");
+    let victim = agent_mid_lease(&client, job, &db).await;
     signal(farm.pid(&victim), "TERM");
     let stopping = Instant::now();
     let exit = loop {
@@ -226,7 +259,6 @@ async fn an_agent_stopped_with_sigterm_keeps_its_work_and_hands_back_the_rest() 
     assert!(exit.success(), "the agent exits cleanly on SIGTERM: {exit}");
     assert!(took < Duration::from_secs(10), "stopping took {took:?}");
 
-    let db = farm.state.join("state.db");
     let states = lease_states(&db, &victim);
     assert!(
         states.contains(&"released".to_owned()),

@@ -12,4 +12,5 @@ start=$(date +%s)
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo test --workspace --locked
+bash scripts/test-provider-scripts.sh
 echo "all checks passed in $(( $(date +%s) - start ))s"

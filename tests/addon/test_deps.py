@@ -203,6 +203,12 @@ def test_alembic_cache_file(tmp: str) -> None:
     assets.empty_file()
     assert "FINISHED" in bpy.ops.wm.alembic_import(filepath=abc, as_background_job=False)
     assert len(bpy.data.cache_files) == 1
+    # A static mesh imports without a reader; give it one, as an animated import has.
+    obj = next(o for o in bpy.data.objects if o.type == "MESH")
+    if not any(m.type == "MESH_SEQUENCE_CACHE" for m in obj.modifiers):
+        reader = obj.modifiers.new("Cache", "MESH_SEQUENCE_CACHE")
+        reader.cache_file = bpy.data.cache_files[0]
+        reader.object_path = "/Cube/Cube" if bpy.app.version >= (4, 0, 0) else "/Cube/CubeShape"
     found = deps.collect()
     assert paths_of(found, "cache file") == {real(abc)}, found.dependencies
     if getattr(bpy.app.build_options, "usd", False):

@@ -70,6 +70,10 @@ def stdlib_ok():
 # Scene settings shared by chunks and reference renders
 # ---------------------------------------------------------------------------
 
+# Image settings `configure` changes, in the order they must be set back.
+FORMAT_SETTINGS = ("media_type", "file_format", "color_mode", "color_depth", "exr_codec", "quality", "compression")
+
+
 def snapshot(scene):
     """Settings a request may override and that must come back when it does not."""
     return {
@@ -418,7 +422,24 @@ def inspect(req):
 
 def reference(req):
     scene = open_blend(req["blend"])
+    finished = bool(req.get("finished"))
+    if finished:
+        # What the scene itself would deliver: its denoiser, compositor and file format.
+        settings = scene.render.image_settings
+        kept = {
+            "use_denoising": scene.cycles.use_denoising,
+            "use_compositing": scene.render.use_compositing,
+            "format": {name: getattr(settings, name) for name in FORMAT_SETTINGS if hasattr(settings, name)},
+        }
     configure(scene, req, snapshot(scene), persistent=False)
+    if finished:
+        scene.cycles.use_denoising = kept["use_denoising"]
+        scene.render.use_compositing = kept["use_compositing"]
+        for name, value in kept["format"].items():
+            try:
+                setattr(settings, name, value)
+            except (TypeError, ValueError):
+                pass  # not valid for this format; Blender's default for it stays
     render_seconds, save_seconds = render_and_save(scene, req["output"])
     return {"render_seconds": render_seconds, "save_seconds": save_seconds}
 

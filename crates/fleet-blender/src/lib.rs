@@ -8,6 +8,8 @@
 //!   `sample_offset`; merged by sample weight they equal a single render of all samples.
 //! - [`inspect`] describes a .blend, [`render_reference`] renders a frame the plain way,
 //!   and [`make_demo_scene`] writes the bundled demo scene.
+//! - [`postprocess`] finishes a merged frame once: the scene's denoiser (OIDN, where this
+//!   Blender has it), its compositor and its output format.
 //!
 //! Every chunk is rendered with adaptive sampling, denoising, path guiding, compositing
 //! and the sequencer off, denoising data passes stored, `time_limit` 0, and written as a
@@ -28,6 +30,7 @@ mod chunk;
 mod command;
 mod error;
 mod oneshot;
+mod post;
 mod process;
 mod protocol;
 mod scripts;
@@ -37,5 +40,6 @@ pub use chunk::{ChunkOutcome, ChunkRequest};
 pub use command::{BlenderCommand, ENV_BLENDER, ENV_BPY_PYTHON};
 pub use error::BlenderError;
 pub use oneshot::{inspect, make_demo_scene, render_reference, ReferenceRender, SceneInfo};
+pub use post::{postprocess, render_finished_reference, PostOutcome, PostRequest};
 pub use process::die_with_parent;
 pub use worker::{Worker, WorkerInfo, WorkerOptions};

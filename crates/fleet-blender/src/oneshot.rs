@@ -77,6 +77,15 @@ pub async fn render_reference(
     cmd: &BlenderCommand,
     job: &ReferenceRender,
 ) -> Result<(), BlenderError> {
+    reference_with(cmd, job, false).await
+}
+
+/// A reference render; `finished` keeps the scene's denoiser, compositor and file format.
+pub(crate) async fn reference_with(
+    cmd: &BlenderCommand,
+    job: &ReferenceRender,
+    finished: bool,
+) -> Result<(), BlenderError> {
     let blend = absolute(&job.blend)?;
     let output = absolute(&job.output)?;
     if job.samples == 0 {
@@ -101,6 +110,7 @@ pub async fn render_reference(
         "threads": job.threads,
         "resolution": job.resolution,
         "output": utf8(&output)?,
+        "finished": finished,
     });
     let context = format!(
         "Blender could not render frame {} of `{}`",
@@ -122,7 +132,7 @@ pub async fn make_demo_scene(cmd: &BlenderCommand, out: &Path) -> Result<(), Ble
         "Blender could not create the demo scene `{}`",
         out.display()
     );
-    run(cmd, &script, &args, &result, context).await?;
+    run_to_result(cmd, &script, &args, &result, context).await?;
     Ok(())
 }
 
@@ -144,7 +154,7 @@ pub(crate) async fn run_worker_mode(
         request_path.into(),
         result_path.clone().into(),
     ];
-    run(cmd, &script, &args, &result_path, context).await
+    run_to_result(cmd, &script, &args, &result_path, context).await
 }
 
 #[derive(Deserialize)]
@@ -157,7 +167,7 @@ struct Outcome {
 }
 
 /// Runs `script` to completion; its answer is the JSON object it wrote to `result_path`.
-async fn run(
+pub(crate) async fn run_to_result(
     cmd: &BlenderCommand,
     script: &Path,
     args: &[OsString],

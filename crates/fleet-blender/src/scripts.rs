@@ -11,6 +11,8 @@ pub(crate) enum Script {
     Worker,
     /// Builds the demo scene.
     MakeDemo,
+    /// Denoises, composites and writes a merged frame.
+    PostProcess,
 }
 
 impl Script {
@@ -18,6 +20,7 @@ impl Script {
         match self {
             Self::Worker => "blendfleet_worker.py",
             Self::MakeDemo => "blendfleet_make_demo.py",
+            Self::PostProcess => "blendfleet_postprocess.py",
         }
     }
 
@@ -25,6 +28,7 @@ impl Script {
         match self {
             Self::Worker => include_str!("../python/worker.py"),
             Self::MakeDemo => include_str!("../python/make_demo.py"),
+            Self::PostProcess => include_str!("../python/postprocess.py"),
         }
     }
 

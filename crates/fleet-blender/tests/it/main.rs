@@ -5,4 +5,5 @@ mod common;
 
 mod chunks;
 mod failures;
+mod post;
 mod protocol;

@@ -51,6 +51,7 @@ class ActiveJob:
 _active: dict[str, ActiveJob] = {}  # scene name -> the job an animation render follows
 _reattach: dict[str, int] = {}  # scene name -> job id the next render of it follows
 last_error: str | None = None  # the last render's error message, for panels and tests
+last_missing_channels: list[str] = []  # channels the scene has that the last result lacked
 
 
 def request_reattach(scene_name: str, job_id: int) -> None:
@@ -364,7 +365,9 @@ class FarmRender:
         path = os.path.join(job.workdir, f"frame_{self.frame:06d}.exr")
         self.farm_call("downloading the frame", job.client.download_exr, job.job_id, self.frame, path,
                        timeout=max(job.settings.timeout, 30.0) * 4)
+        global last_missing_channels
         missing = sorted(set(exr.expected_channels(result)) - set(exr.exr_channels(path)))
+        last_missing_channels = missing
         result.load_from_file(path)
         self.engine.update_result(result)
         self.engine.update_progress(1.0)

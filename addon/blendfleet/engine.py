@@ -175,6 +175,9 @@ class FarmRender:
             last_change, last_done = time.monotonic(), -1
             while not outcome.done.wait(0.1):
                 if self.stopped():
+                    # A job created after Esc would render for nobody: cancel it too.
+                    if jobs.wait(outcome, CANCEL_WAIT) and outcome.error is None:
+                        jobs.run_in_thread(client.cancel, int(outcome.value), name="blendfleet-cancel")
                     raise Cancelled()
                 if progress["done"] != last_done:
                     last_done, last_change = progress["done"], time.monotonic()

@@ -6,7 +6,7 @@ import os
 import shutil
 
 import bpy
-from bpy.props import BoolProperty, EnumProperty, FloatProperty, IntProperty, StringProperty
+from bpy.props import EnumProperty, FloatProperty, IntProperty, StringProperty
 
 PACKAGE = __package__ or "blendfleet"
 

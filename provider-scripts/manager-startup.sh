@@ -219,7 +219,8 @@ bf_install_blender() {
   fi
   bf_log "Blender $BF_BLENDER_VERSION: installing into $target"
   local work
-  work=$(mktemp -d "${TMPDIR:-/tmp}/blendfleet-blender.XXXXXX")
+  # On disk, not in /tmp: the archive is hundreds of MB and /tmp may be a small tmpfs.
+  work=$(mktemp -d "${TMPDIR:-/var/tmp}/blendfleet-blender.XXXXXX")
   bf_download "$BF_BLENDER_URL" "$work/blender.tar.xz"
   bf_verify_sha256 "$work/blender.tar.xz" "$BF_BLENDER_SHA256"
   bf_log "unpacking Blender"
@@ -267,7 +268,7 @@ bf_install_binary() {
     return 0
   fi
   local work
-  work=$(mktemp -d "${TMPDIR:-/tmp}/blendfleet-binary.XXXXXX")
+  work=$(mktemp -d "${TMPDIR:-/var/tmp}/blendfleet-binary.XXXXXX")
   bf_download "$url" "$work/blendfleet"
   bf_verify_sha256 "$work/blendfleet" "$sha"
   mkdir -p "$(dirname "$file")"

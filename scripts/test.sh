@@ -13,4 +13,5 @@ cargo fmt --all --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo test --workspace --locked
 bash scripts/test-provider-scripts.sh
+bash scripts/test-addon.sh
 echo "all checks passed in $(( $(date +%s) - start ))s"

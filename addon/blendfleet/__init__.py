@@ -34,7 +34,13 @@ def _on_load(_dummy=None) -> None:  # noqa: ANN001
     job_id = scene.blendfleet.job_id if scene is not None else 0
     if job_id:
         panels.STATE.message = f"This file has farm job {job_id}: Reattach in Render properties > BlendFleet Farm"
-        if not bpy.app.background:
+        local = farm.current()
+        try:
+            local_farm = prefs.get().provider == "LOCAL"
+        except RuntimeError:
+            return
+        # Reading the job's state would start a stopped local farm: leave that to Reattach.
+        if not bpy.app.background and (not local_farm or (local is not None and local.running)):
             try:
                 panels.refresh(bpy.context, job_id)
             except Exception as error:  # noqa: BLE001 - an offer, not a requirement

@@ -57,6 +57,23 @@ impl ClientError {
         }
     }
 
+    /// How long the manager asked the client to wait before trying again (429). The
+    /// manager states the wait in its message (`… try again in N s`), the same number it
+    /// sends as `Retry-After`.
+    pub fn retry_after(&self) -> Option<std::time::Duration> {
+        let Self::Api {
+            code: ErrorCode::TooManyRequests,
+            message,
+            ..
+        } = self
+        else {
+            return None;
+        };
+        let (_, rest) = message.rsplit_once("try again in ")?;
+        let seconds: u64 = rest.split_whitespace().next()?.parse().ok()?;
+        Some(std::time::Duration::from_secs(seconds))
+    }
+
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Self::Io {
             path: path.into(),
@@ -94,4 +111,33 @@ fn chain(error: &dyn std::error::Error) -> String {
         current = error.source();
     }
     parts.join(": ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn api(code: ErrorCode, message: &str) -> ClientError {
+        ClientError::Api {
+            status: code.http_status(),
+            code,
+            message: message.into(),
+        }
+    }
+
+    #[test]
+    fn retry_after_is_read_from_a_rate_limit_answer() {
+        let limited = api(
+            ErrorCode::TooManyRequests,
+            "too many failed attempts from 127.0.0.1; try again in 42 s",
+        );
+        assert_eq!(
+            limited.retry_after(),
+            Some(std::time::Duration::from_secs(42))
+        );
+        let without_wait = api(ErrorCode::TooManyRequests, "slow down");
+        assert_eq!(without_wait.retry_after(), None);
+        let other = api(ErrorCode::BadRequest, "try again in 5 s");
+        assert_eq!(other.retry_after(), None);
+    }
 }

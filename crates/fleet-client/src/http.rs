@@ -17,9 +17,18 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A reqwest client that trusts only the pinned CA.
 pub(crate) fn build(pin: Fingerprint) -> Result<reqwest::Client, ClientError> {
+    build_with_connect_timeout(pin, CONNECT_TIMEOUT)
+}
+
+/// A reqwest client that trusts only the pinned CA and gives up on establishing a
+/// connection (TCP and TLS handshake) after `connect_timeout`.
+pub(crate) fn build_with_connect_timeout(
+    pin: Fingerprint,
+    connect_timeout: Duration,
+) -> Result<reqwest::Client, ClientError> {
     let tls = fleet_tls::pinned_client_config(pin)
         .map_err(|error| ClientError::Settings(error.to_string()))?;
-    with_tls(tls)
+    with_tls(tls, connect_timeout)
 }
 
 /// A reqwest client that trusts only the pinned CA and presents a client certificate.
@@ -30,13 +39,16 @@ pub(crate) fn build_with_identity(
 ) -> Result<reqwest::Client, ClientError> {
     let tls = fleet_tls::pinned_client_config_with_identity(pin, cert_pem, key_pem)
         .map_err(|error| ClientError::Settings(error.to_string()))?;
-    with_tls(tls)
+    with_tls(tls, CONNECT_TIMEOUT)
 }
 
-fn with_tls(tls: rustls::ClientConfig) -> Result<reqwest::Client, ClientError> {
+fn with_tls(
+    tls: rustls::ClientConfig,
+    connect_timeout: Duration,
+) -> Result<reqwest::Client, ClientError> {
     reqwest::Client::builder()
         .tls_backend_preconfigured(tls)
-        .connect_timeout(CONNECT_TIMEOUT)
+        .connect_timeout(connect_timeout)
         .tcp_nodelay(true)
         .no_proxy()
         .user_agent(concat!("blendfleet/", env!("CARGO_PKG_VERSION")))
@@ -122,6 +134,15 @@ pub(crate) async fn json<T: DeserializeOwned>(
 
 /// A streaming request body that reads `path` as it is sent.
 pub(crate) async fn file_body(path: &Path) -> Result<(reqwest::Body, u64), ClientError> {
+    file_body_with_progress(path, |_| {}).await
+}
+
+/// A streaming request body that reads `path` as it is sent and calls `progress` with the
+/// size of each piece as it is handed to the connection.
+pub(crate) async fn file_body_with_progress(
+    path: &Path,
+    progress: impl Fn(u64) + Send + Sync + 'static,
+) -> Result<(reqwest::Body, u64), ClientError> {
     let file = tokio::fs::File::open(path)
         .await
         .map_err(|source| ClientError::io(path, source))?;
@@ -130,7 +151,12 @@ pub(crate) async fn file_body(path: &Path) -> Result<(reqwest::Body, u64), Clien
         .await
         .map_err(|source| ClientError::io(path, source))?
         .len();
-    let stream = tokio_util::io::ReaderStream::with_capacity(file, 256 * 1024);
+    let stream =
+        tokio_util::io::ReaderStream::with_capacity(file, 256 * 1024).inspect(move |piece| {
+            if let Ok(piece) = piece {
+                progress(piece.len() as u64);
+            }
+        });
     Ok((reqwest::Body::wrap_stream(stream), length))
 }
 

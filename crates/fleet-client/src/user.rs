@@ -76,6 +76,7 @@ pub struct Client {
     base: String,
     user: String,
     password: Secret,
+    call_timeout: Duration,
 }
 
 impl Client {
@@ -86,7 +87,33 @@ impl Client {
             base: http::base_url(&settings.url)?,
             user: settings.user.clone(),
             password: settings.password.clone(),
+            call_timeout: CALL_TIMEOUT,
         })
+    }
+
+    /// Prepares a client that gives up on connecting, and on each JSON call, after
+    /// `timeout`. File uploads and downloads are limited only in how long connecting takes.
+    pub fn with_timeout(
+        settings: &ConnectionSettings,
+        timeout: Duration,
+    ) -> Result<Self, ClientError> {
+        if timeout.is_zero() {
+            return Err(ClientError::Settings(
+                "the timeout must be longer than zero".into(),
+            ));
+        }
+        Ok(Self {
+            http: http::build_with_connect_timeout(settings.ca_fingerprint, timeout)?,
+            base: http::base_url(&settings.url)?,
+            user: settings.user.clone(),
+            password: settings.password.clone(),
+            call_timeout: timeout,
+        })
+    }
+
+    /// The user this client authenticates as.
+    pub fn user(&self) -> &str {
+        &self.user
     }
 
     /// The manager's base URL.
@@ -102,12 +129,12 @@ impl Client {
 
     fn get(&self, path: &str) -> reqwest::RequestBuilder {
         self.request(reqwest::Method::GET, path)
-            .timeout(CALL_TIMEOUT)
+            .timeout(self.call_timeout)
     }
 
     fn post(&self, path: &str) -> reqwest::RequestBuilder {
         self.request(reqwest::Method::POST, path)
-            .timeout(CALL_TIMEOUT)
+            .timeout(self.call_timeout)
     }
 
     /// Who answers, and how many agents are online.
@@ -127,7 +154,18 @@ impl Client {
 
     /// Uploads a file under its hash; the manager checks the hash before keeping it.
     pub async fn upload_blob(&self, hash: &BlobHash, file: &Path) -> Result<(), ClientError> {
-        let (body, length) = http::file_body(file).await?;
+        self.upload_blob_with_progress(hash, file, |_| {}).await
+    }
+
+    /// Uploads a file under its hash like [`Client::upload_blob`], calling `progress` with
+    /// the size of each piece of the file as it is handed to the connection.
+    pub async fn upload_blob_with_progress(
+        &self,
+        hash: &BlobHash,
+        file: &Path,
+        progress: impl Fn(u64) + Send + Sync + 'static,
+    ) -> Result<(), ClientError> {
+        let (body, length) = http::file_body_with_progress(file, progress).await?;
         let request = self
             .request(reqwest::Method::PUT, &paths::blob(hash))
             .header(reqwest::header::CONTENT_LENGTH, length)
@@ -141,9 +179,23 @@ impl Client {
         http::json(&self.base, self.post(paths::JOBS).json(spec)).await
     }
 
+    /// Submits a job spec given as JSON, unchanged: the manager alone judges it, so a
+    /// field this client does not know is refused (or accepted) by the manager, not here.
+    pub async fn create_job_json(
+        &self,
+        spec: &serde_json::Value,
+    ) -> Result<CreateJobResponse, ClientError> {
+        http::json(&self.base, self.post(paths::JOBS).json(spec)).await
+    }
+
     /// All jobs, newest first.
     pub async fn jobs(&self) -> Result<JobList, ClientError> {
         http::json(&self.base, self.get(paths::JOBS)).await
+    }
+
+    /// Cloud instances, spend and scaling events.
+    pub async fn farm(&self) -> Result<fleet_protocol::FarmStatus, ClientError> {
+        http::json(&self.base, self.get(paths::FARM)).await
     }
 
     /// One job in detail.
@@ -165,7 +217,7 @@ impl Client {
     pub async fn delete_job(&self, id: JobId) -> Result<(), ClientError> {
         let request = self
             .request(reqwest::Method::DELETE, &paths::job(id))
-            .timeout(CALL_TIMEOUT);
+            .timeout(self.call_timeout);
         http::send(&self.base, request).await.map(drop)
     }
 
@@ -181,7 +233,7 @@ impl Client {
     pub async fn remove_agent(&self, id: AgentId) -> Result<(), ClientError> {
         let request = self
             .request(reqwest::Method::DELETE, &paths::agent(id))
-            .timeout(CALL_TIMEOUT);
+            .timeout(self.call_timeout);
         http::send(&self.base, request).await.map(drop)
     }
 
@@ -249,6 +301,22 @@ mod tests {
         assert_eq!(parsed.url, "https://10.0.0.5:8443");
         assert_eq!(parsed.user, "admin");
         assert_eq!(parsed.ca_fingerprint, settings.ca_fingerprint);
+    }
+
+    #[test]
+    fn zero_timeout_is_refused() {
+        let settings = ConnectionSettings {
+            url: "https://127.0.0.1:1".into(),
+            user: "admin".into(),
+            password: Secret::new("pw"),
+            ca_fingerprint: Fingerprint::of_der(b"ca"),
+        };
+        let error = Client::with_timeout(&settings, Duration::ZERO).unwrap_err();
+        assert!(error.to_string().contains("timeout"), "{error}");
+        let client = Client::with_timeout(&settings, Duration::from_millis(1500)).unwrap();
+        assert_eq!(client.call_timeout, Duration::from_millis(1500));
+        assert_eq!(client.user(), "admin");
+        assert!(!format!("{client:?}").contains("pw\""));
     }
 
     #[test]

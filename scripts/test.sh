@@ -12,6 +12,7 @@ start=$(date +%s)
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo test --workspace --locked
+bash scripts/test-python.sh
 bash scripts/test-provider-scripts.sh
 bash scripts/test-addon.sh
 echo "all checks passed in $(( $(date +%s) - start ))s"

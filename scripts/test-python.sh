@@ -12,7 +12,12 @@ ensure_bpy
 
 # The bindings are behind the `python` feature, which the workspace lints do not enable.
 cargo clippy -p fleet-py --features python --all-targets --locked -- -D warnings
-cargo build -p blendfleet --locked
+# The manager binary the tests start: BLENDFLEET_BIN, or the one the workspace tests build
+# (after `cargo test --workspace` in scripts/test.sh this builds nothing).
+if [ -z "${BLENDFLEET_BIN:-}" ]; then
+    cargo test --workspace --locked --no-run
+    BLENDFLEET_BIN="$CARGO_TARGET_DIR/debug/blendfleet"
+fi
 
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
@@ -28,5 +33,5 @@ if ! "$venv/bin/python" -m pytest --version >/dev/null 2>&1; then
 fi
 "$venv/bin/pip" install --quiet --disable-pip-version-check --force-reinstall --no-deps "$wheel"
 
-BLENDFLEET_PY_WHEEL="$wheel" BLENDFLEET_BIN="$CARGO_TARGET_DIR/debug/blendfleet" \
-    "$venv/bin/python" -m pytest crates/fleet-py/tests -ra "$@"
+BLENDFLEET_PY_WHEEL="$wheel" BLENDFLEET_BIN="$BLENDFLEET_BIN" \
+    "$venv/bin/python" -m pytest -p no:cacheprovider crates/fleet-py/tests -ra "$@"

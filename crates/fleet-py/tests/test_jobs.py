@@ -191,3 +191,16 @@ def test_cancel_preview_download_and_delete(manager: Manager, tmp_path: Path) ->
 
 def test_agents_listing_is_empty_without_agents(manager: Manager) -> None:
     assert manager.client().agents() == []
+
+
+def test_an_exception_in_progress_propagates(manager: Manager, tmp_path: Path) -> None:
+    files = project(tmp_path, "stopped")
+
+    def refuse(done: int, total: int) -> None:
+        raise KeyError(f"stop at {done} of {total}")
+
+    with pytest.raises(KeyError, match="stop at"):
+        manager.client().upload_files(files, refuse)
+    # Whatever arrived before the callback stopped the upload, the next one completes it.
+    manager.client().upload_files(files)
+    assert {sha256(path) for path in files.values()} <= set(manager.blob_files())

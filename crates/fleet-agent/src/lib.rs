@@ -8,6 +8,7 @@ mod files;
 mod identity;
 mod lease;
 mod pieces;
+pub mod preemption;
 mod work;
 
 use std::path::PathBuf;

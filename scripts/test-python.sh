@@ -25,11 +25,11 @@ wheel=$(scripts/build-wheel.sh --dev "$out" | tail -n 1)
 echo "built $wheel"
 
 venv=$BLENDFLEET_CACHE/pytest
-if ! "$venv/bin/python" -m pytest --version >/dev/null 2>&1; then
-    echo "installing pytest into $venv" >&2
+if ! "$venv/bin/python" -c "import pytest, mypy" >/dev/null 2>&1; then
+    echo "installing pytest and mypy into $venv" >&2
     rm -rf "$venv"
     "${BLENDFLEET_PYTHON:-python3}" -m venv "$venv"
-    "$venv/bin/pip" install --quiet --disable-pip-version-check "pytest>=8,<10"
+    "$venv/bin/pip" install --quiet --disable-pip-version-check "pytest>=8,<10" "mypy>=1.10,<3"
 fi
 "$venv/bin/pip" install --quiet --disable-pip-version-check --force-reinstall --no-deps "$wheel"
 

@@ -6,7 +6,7 @@ until it is done; run them in a worker thread inside Blender.
 
 from collections.abc import Callable
 from os import PathLike
-from typing import Any
+from typing import Any, final
 
 __version__: str
 
@@ -46,6 +46,7 @@ def hash_file(path: str | PathLike[str]) -> str:
 def parse_connection_string(text: str) -> dict[str, str]:
     """`{"url", "user", "ca_fingerprint"}` of `https://USER@HOST:PORT/#ca=sha256:...`."""
 
+@final
 class UploadReport:
     """What an upload sent."""
 
@@ -59,17 +60,18 @@ class UploadReport:
     """Entries not sent (on the manager already, or the same content as another entry);
     always `files_total - files_uploaded`."""
 
+@final
 class Client:
     """A client of one manager; constructing it sends nothing."""
 
-    def __init__(
-        self,
+    def __new__(
+        cls,
         url: str,
         user: str,
         password: str,
         ca_fingerprint: str,
         timeout: float = 30.0,
-    ) -> None: ...
+    ) -> Client: ...
     @staticmethod
     def from_connection_string(text: str, password: str, timeout: float = 30.0) -> Client: ...
     @property

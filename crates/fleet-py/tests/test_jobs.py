@@ -61,7 +61,7 @@ def test_hash_file(tmp_path: Path) -> None:
     data = os.urandom(3 * 1024 * 1024 + 17)
     path.write_bytes(data)
     assert blendfleet_py.hash_file(str(path)) == "sha256:" + hashlib.sha256(data).hexdigest()
-    assert blendfleet_py.hash_file(path) == blendfleet_py.hash_file(str(path))  # type: ignore[arg-type]
+    assert blendfleet_py.hash_file(path) == blendfleet_py.hash_file(str(path))
     empty = tmp_path / "empty"
     empty.write_bytes(b"")
     assert blendfleet_py.hash_file(str(empty)) == "sha256:" + hashlib.sha256(b"").hexdigest()
@@ -184,7 +184,7 @@ def test_cancel_preview_download_and_delete(manager: Manager, tmp_path: Path) ->
     status = client.cancel(job_id)
     assert status["id"] == job_id and status["state"] == "cancelled"
     assert client.job(job_id)["state"] == "cancelled"
-    assert client.delete(job_id) is None
+    client.delete(job_id)
     with pytest.raises(blendfleet_py.NotFound):
         client.job(job_id)
 

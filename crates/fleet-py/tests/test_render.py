@@ -66,7 +66,7 @@ def test_render_and_download(blender: str, farm: Manager, tmp_path: Path) -> Non
     assert preview is not None and preview.startswith(PNG_MAGIC)
     client.download_exr(job_id, 1, str(tmp_path / "frame.exr"))
     assert (tmp_path / "frame.exr").read_bytes()[:4] == EXR_MAGIC
-    client.download_image(job_id, 1, tmp_path / "frame.png")  # type: ignore[arg-type]
+    client.download_image(job_id, 1, tmp_path / "frame.png")
     assert (tmp_path / "frame.png").read_bytes()[:8] == PNG_MAGIC
 
     agents = client.agents()

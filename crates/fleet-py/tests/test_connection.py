@@ -179,8 +179,9 @@ def test_calls_release_the_gil(silent_server: int) -> None:
     during = ticks - before
     stop.set()
     counter.join()
-    # Two seconds at one tick per 10 ms: ~200 if the GIL was free, a handful if it was not.
-    assert during >= 100, during
+    # Two seconds at one tick per 10 ms: ~200 if the GIL was free (fewer on a busy machine),
+    # none at all if the call held it.
+    assert during >= 50, during
 
 
 def test_calls_from_many_threads(manager: Manager) -> None:

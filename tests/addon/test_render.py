@@ -101,12 +101,13 @@ def psnr(a: list[float], b: list[float]) -> tuple[float, float]:
 
 
 def test_render_on_local_farm_matches_local_cycles(tmp: str) -> None:
+    # Scenes first: making them resets to factory settings, which disables add-ons.
+    main, floor_tex = build_scene(tmp)
     module = install_addon()
     name = module.__name__
     configure(name)
     engine = sys.modules[name + ".engine"]
     farm = sys.modules[name + ".farm"]
-    main, floor_tex = build_scene(tmp)
     scene = bpy.context.scene
 
     scene.render.engine = "CYCLES"
@@ -127,6 +128,18 @@ def test_render_on_local_farm_matches_local_cycles(tmp: str) -> None:
     assert broken_psnr < MIN_PSNR_DB, "the comparison must catch a missing texture"
 
     scene.render.engine = "BLENDFLEET"
+    # A missing texture stops a background render before anything starts or uploads.
+    os.rename(floor_tex, hidden)
+    try:
+        bpy.ops.render.render()
+    except RuntimeError as error:
+        print(f"  missing texture: {error}".rstrip())
+    os.rename(hidden, floor_tex)
+    assert engine.last_error and "missing" in engine.last_error and "floor.png" in engine.last_error, (
+        engine.last_error
+    )
+    assert scene.blendfleet.job_id == 0 and farm.current() is None, "nothing may be submitted"
+
     started = time.monotonic()
     farm_pixels = render_pixels(tmp, "farm")
     seconds = time.monotonic() - started

@@ -26,6 +26,8 @@ pub struct Farm {
     port: u16,
     lease_timeout_secs: u32,
     starts: u32,
+    /// Extra arguments of every manager start.
+    manager_args: Vec<std::ffi::OsString>,
 }
 
 impl Farm {
@@ -34,8 +36,27 @@ impl Farm {
         Self::start_on(dir, lease_timeout_secs, "127.0.0.1")
     }
 
+    /// Starts a manager that post-processes finished frames with `blender`.
+    pub fn start_posting(dir: &Path, lease_timeout_secs: u32, blender: &BlenderCommand) -> Self {
+        Self::start_with(
+            dir,
+            lease_timeout_secs,
+            "127.0.0.1",
+            vec!["--post-blender".into(), blender.program().into()],
+        )
+    }
+
     /// Starts a manager listening on `host`.
     pub fn start_on(dir: &Path, lease_timeout_secs: u32, host: &str) -> Self {
+        Self::start_with(dir, lease_timeout_secs, host, Vec::new())
+    }
+
+    fn start_with(
+        dir: &Path,
+        lease_timeout_secs: u32,
+        host: &str,
+        manager_args: Vec<std::ffi::OsString>,
+    ) -> Self {
         let port = std::net::TcpListener::bind((host, 0))
             .unwrap()
             .local_addr()
@@ -57,6 +78,7 @@ impl Farm {
             port,
             lease_timeout_secs,
             starts: 0,
+            manager_args,
         };
         farm.spawn_manager();
         farm
@@ -78,6 +100,7 @@ impl Farm {
             .args(["--lease-timeout", &self.lease_timeout_secs.to_string()])
             .arg("--state-dir")
             .arg(&self.state)
+            .args(&self.manager_args)
             .env("BLENDFLEET_PASSWORD", PASSWORD)
             .stdout(Stdio::piped())
             .stderr(log(&self.dir, &log_name))

@@ -197,6 +197,7 @@ impl LocalFarm {
         let mut config = ManagerConfig::new(root.join("manager"));
         config.listen = "127.0.0.1:0".parse()?;
         config.password = Some(password.clone());
+        config.post_blender = post_blender(None, blender);
         let manager = fleet_manager::start(config)
             .await
             .context("starting the local manager")?;
@@ -228,3 +229,24 @@ impl LocalFarm {
         self.manager.shutdown().await;
     }
 }
+
+/// The Blender that post-processes finished frames on the manager: `explicit`, else
+/// `BLENDFLEET_POST_BLENDER`, else the agents' Blender as [`BlenderCommand::discover`] finds
+/// it. `None`, with a warning, when there is none: frames are then delivered as merged.
+pub fn post_blender(
+    explicit: Option<&Path>,
+    agents: Option<&Path>,
+) -> Option<fleet_blender::BlenderCommand> {
+    let from_env = std::env::var_os(ENV_POST_BLENDER).map(std::path::PathBuf::from);
+    let chosen = explicit.or(from_env.as_deref()).or(agents);
+    match fleet_blender::BlenderCommand::discover(chosen) {
+        Ok(command) => Some(command),
+        Err(error) => {
+            tracing::warn!(%error, "no Blender for post-processing; frames are delivered as merged");
+            None
+        }
+    }
+}
+
+/// Names the Blender that post-processes frames, when it is not the agents' Blender.
+pub const ENV_POST_BLENDER: &str = "BLENDFLEET_POST_BLENDER";

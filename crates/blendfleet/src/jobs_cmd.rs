@@ -51,11 +51,31 @@ pub async fn status(job: JobId, remote: &RemoteArgs) -> anyhow::Result<ExitCode>
     if let Some(error) = &summary.error {
         output::line(format!("  error: {error}"));
     }
+    for note in &status.notes {
+        output::line(format!("  note: {note}"));
+    }
     output::line(format!(
         "  samples: {}/{}",
         summary.samples_done, summary.samples_total
     ));
     output::line(format!("  agents: {}", status.agents.join(", ")));
+    if let Some(spend) = &status.spend {
+        let budget = match spend.budget_micro_usd {
+            Some(budget) if spend.budget_reached => {
+                format!(
+                    " (budget {} reached: no more agents start for this job)",
+                    fleet_protocol::format_usd(budget, 2)
+                )
+            }
+            Some(budget) => format!(" of a {} budget", fleet_protocol::format_usd(budget, 2)),
+            None => String::new(),
+        };
+        output::line(format!(
+            "  spend: {} for {} agent-seconds{budget}",
+            fleet_protocol::format_usd(spend.cost_micro_usd, 4),
+            spend.agent_seconds
+        ));
+    }
     for frame in &status.frames {
         output::line(format!(
             "  frame {:>5}: {:<9} {}/{} samples, {} chunks merged",
@@ -86,9 +106,13 @@ pub async fn download(job: JobId, dir: &Path, remote: &RemoteArgs) -> anyhow::Re
         client.download_frame_exr(job, frame.frame, &exr).await?;
         output::line(format!("saved {}", exr.display()));
         // Jobs with output format `exr` have no flat image; the manager answers 404.
-        let png = dir.join(format!("{base}.png"));
-        match client.download_frame_image(job, frame.frame, &png).await {
-            Ok(()) => output::line(format!("saved {}", png.display())),
+        let image = dir.join(crate::render::image_file_name(
+            &status.summary.name,
+            frame.frame,
+            frame.image_format.as_deref(),
+        ));
+        match client.download_frame_image(job, frame.frame, &image).await {
+            Ok(()) => output::line(format!("saved {}", image.display())),
             Err(error) if error.code() == Some(ErrorCode::NotFound) => {}
             Err(error) => return Err(error.into()),
         }

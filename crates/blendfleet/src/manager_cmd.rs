@@ -44,10 +44,42 @@ pub async fn run(args: ManagerArgs) -> anyhow::Result<ExitCode> {
         lease_timeout: Duration::from_secs(args.lease_timeout.max(1)),
         ..Limits::default()
     };
-    let manager = fleet_manager::start(config)
+    if let Some(path) = &args.password_hash_file {
+        let hash = std::fs::read_to_string(path)
+            .with_context(|| format!("reading the password hash `{}`", path.display()))?;
+        config.password_hash = Some(hash.trim().to_owned());
+    }
+    config.post_blender =
+        crate::farm::post_blender(args.post_blender.as_deref(), args.blender.as_deref());
+    let mut agent_url = args.agent_url.clone();
+    let cloud = match (&args.cloud_config, &args.cloud_config_from_metadata) {
+        (Some(path), _) => Some(
+            fleet_cloud::CloudConfig::load(path)
+                .with_context(|| format!("loading the cloud config `{}`", path.display()))?,
+        ),
+        (None, Some(provider)) => {
+            let found = crate::cloud_cmd::metadata::read(provider)
+                .await
+                .context("reading the cloud config from the instance metadata")?;
+            agent_url = agent_url.or(Some(found.agent_url));
+            Some(found.config)
+        }
+        (None, None) => None,
+    };
+    let mut manager = fleet_manager::start(config)
         .await
         .with_context(|| format!("starting the manager in `{}`", state_dir.display()))?;
     print_welcome(&manager)?;
+    if let Some(cloud) = cloud {
+        start_scaler(
+            &mut manager,
+            cloud,
+            args.agent_script.as_deref(),
+            agent_url,
+            &args.self_shutdown,
+        )
+        .await?;
+    }
 
     let mut agents = if args.local_agents > 0 {
         let agents = LocalAgents::spawn(
@@ -71,6 +103,49 @@ pub async fn run(args: ManagerArgs) -> anyhow::Result<ExitCode> {
     }
     manager.shutdown().await;
     Ok(ExitCode::SUCCESS)
+}
+
+async fn start_scaler(
+    manager: &mut RunningManager,
+    cloud: fleet_cloud::CloudConfig,
+    agent_script: Option<&std::path::Path>,
+    agent_url: Option<String>,
+    self_shutdown: &str,
+) -> anyhow::Result<()> {
+    use fleet_manager::scaler::{ScalerSetup, ShutdownAction};
+    let agent_script = match agent_script {
+        Some(path) => std::fs::read_to_string(path)
+            .with_context(|| format!("reading `{}`", path.display()))?,
+        None => crate::cloud_cmd::AGENT_SCRIPT.to_owned(),
+    };
+    let manager_url = agent_url
+        .or_else(|| Some(cloud.manager.url.clone()).filter(|url| !url.is_empty()))
+        .context(
+            "say where agents reach this manager: --agent-url or manager.url in the cloud config",
+        )?;
+    let shutdown = match self_shutdown {
+        "terminate" => ShutdownAction::TerminateManagerInstance,
+        "poweroff" => ShutdownAction::Command(vec!["poweroff".into()]),
+        _ => ShutdownAction::Nothing,
+    };
+    let provider = crate::cloud_cmd::provider(&cloud).await?;
+    provider.prepare(&cloud.farm).await?;
+    output::line(format!(
+        "  scaling {} agents of farm `{}` on {} (at most {})",
+        cloud.agent_machine_type(),
+        cloud.farm,
+        cloud.provider.as_str(),
+        cloud.scaling.max_agents
+    ));
+    manager.start_scaler(ScalerSetup {
+        provider,
+        config: cloud,
+        agent_script,
+        manager_url,
+        ca_fingerprint: manager.fingerprint.to_string(),
+        shutdown,
+    });
+    Ok(())
 }
 
 fn print_welcome(manager: &RunningManager) -> anyhow::Result<()> {

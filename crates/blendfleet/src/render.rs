@@ -8,7 +8,9 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use fleet_blender::{BlenderCommand, SceneInfo};
 use fleet_client::Client;
-use fleet_protocol::{ChunkPolicy, FrameState, JobId, JobSpec, JobState, JobStatus, OutputFormat};
+use fleet_protocol::{
+    ChunkPolicy, FrameState, FrameStatus, JobId, JobSpec, JobState, JobStatus, OutputFormat,
+};
 use serde::Serialize;
 
 use crate::cli::{DemoArgs, FarmArgs, JobArgs, RenderArgs};
@@ -27,6 +29,9 @@ struct Summary {
     frames: Vec<FrameFiles>,
     #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<String>,
+    /// The manager's notes on the results (e.g. denoising unavailable).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    notes: Vec<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -280,15 +285,7 @@ async fn submit_and_follow(
         for frame in &status.frames {
             if frame.state == FrameState::Done && fetched_frames.insert(frame.frame) {
                 fetched.push(
-                    fetch_frame(
-                        client,
-                        id,
-                        frame.frame,
-                        &name,
-                        spec.output_format,
-                        output_dir,
-                    )
-                    .await?,
+                    fetch_frame(client, id, frame, &name, spec.output_format, output_dir).await?,
                 );
                 progress.frame_saved(frame.frame, &fetched[fetched.len() - 1].exr);
             }
@@ -312,6 +309,7 @@ async fn submit_and_follow(
         seconds: 0.0,
         frames: fetched,
         error: failure(&status),
+        notes: status.notes.clone(),
     })
 }
 
@@ -331,24 +329,35 @@ fn failure(status: &JobStatus) -> Option<String> {
 async fn fetch_frame(
     client: &Client,
     id: JobId,
-    frame: i32,
+    status: &FrameStatus,
     name: &str,
     format: OutputFormat,
     output_dir: &Path,
 ) -> anyhow::Result<FrameFiles> {
+    let frame = status.frame;
     let exr = output_dir.join(format!("{name}_{frame:04}.exr"));
     client
         .download_frame_exr(id, frame, &exr)
         .await
         .with_context(|| format!("downloading frame {frame}"))?;
     let image = if format == OutputFormat::Png {
-        let png = output_dir.join(format!("{name}_{frame:04}.png"));
-        client.download_frame_image(id, frame, &png).await?;
-        Some(png)
+        let path = output_dir.join(image_file_name(name, frame, status.image_format.as_deref()));
+        client.download_frame_image(id, frame, &path).await?;
+        Some(path)
     } else {
         None
     };
     Ok(FrameFiles { frame, exr, image })
+}
+
+/// `<name>_<frame:04>.<ext>` for a frame's flat image, in the format the manager delivered
+/// (the scene's output format once post-processed). An EXR image gets `_final` so that it
+/// does not replace the merged multilayer EXR of the same frame.
+pub fn image_file_name(name: &str, frame: i32, extension: Option<&str>) -> String {
+    match extension.unwrap_or("png") {
+        "exr" => format!("{name}_{frame:04}_final.exr"),
+        extension => format!("{name}_{frame:04}.{extension}"),
+    }
 }
 
 fn report(summary: &Summary, json: bool) -> anyhow::Result<()> {
@@ -367,6 +376,9 @@ fn report(summary: &Summary, json: bool) -> anyhow::Result<()> {
             summary.job,
             summary.state.as_str()
         )),
+    }
+    for note in &summary.notes {
+        output::line(format!("note: {note}"));
     }
     Ok(())
 }

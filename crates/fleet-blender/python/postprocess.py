@@ -19,6 +19,9 @@ import traceback
 
 import bpy
 
+# Formats whose output the merged multilayer EXR already is, when nothing is post-processed.
+EXR_FORMATS = {"OPEN_EXR_MULTILAYER", "OPEN_EXR"}
+
 # Render Layers node outputs that the merged EXR names differently.
 RL_TO_EXR = {"Image": "Combined", "Alpha": "Combined"}
 
@@ -161,6 +164,16 @@ def postprocess(request):
         )
     tree = compositor_tree(scene)
     composite = uses_compositor(scene, tree)
+    if not (denoise or composite) and render.image_settings.file_format in EXR_FORMATS:
+        # The merged multilayer EXR already is what this scene delivers.
+        return {
+            "output": None,
+            "file_format": render.image_settings.file_format,
+            "denoised": False,
+            "composited": False,
+            "notes": notes,
+            "blender_version": bpy.app.version_string,
+        }
 
     image = bpy.data.images.load(request["merged"], check_existing=False)
     width, height = request["resolution"]

@@ -36,8 +36,9 @@ pub struct PostRequest {
 /// What post-processing did.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PostOutcome {
-    /// The image written, with the extension of the scene's format.
-    pub output: PathBuf,
+    /// The image written, with the extension of the scene's format; `None` when the scene
+    /// writes EXR and asks for no denoising or compositing: the merged EXR is its output.
+    pub output: Option<PathBuf>,
     /// Blender's name of the format, e.g. `PNG`, `JPEG`, `OPEN_EXR`.
     pub file_format: String,
     /// Whether the Combined pass was denoised (OIDN, with the merged albedo and normal).

@@ -56,10 +56,14 @@ impl Frames {
         self.root.join("incoming")
     }
 
-    fn frame_dir(&self, job: JobId, frame: i32) -> PathBuf {
-        self.root
-            .join(job.to_string())
-            .join(format!("frame_{frame}"))
+    /// Everything stored for a job.
+    pub fn job_dir(&self, job: JobId) -> PathBuf {
+        self.root.join(job.to_string())
+    }
+
+    /// Everything stored for one frame of a job.
+    pub fn frame_dir(&self, job: JobId, frame: i32) -> PathBuf {
+        self.job_dir(job).join(format!("frame_{frame}"))
     }
 
     /// The merged multilayer EXR of a finished frame.

@@ -10,6 +10,8 @@ pub mod auth;
 pub mod blobs;
 pub mod frames;
 pub mod limiter;
+pub mod post;
+pub mod scaler;
 pub mod server;
 pub mod store;
 
@@ -56,6 +58,12 @@ pub struct ManagerConfig {
     pub password: Option<Secret>,
     /// Limits and timeouts.
     pub limits: Limits,
+    /// Sets the password from an argon2 hash (PHC string, `$argon2id$…`) made elsewhere, so
+    /// that the password itself never reaches this machine. Wins over `password`.
+    pub password_hash: Option<String>,
+    /// The Blender that post-processes finished frames (denoise, compositor, output
+    /// format); without one, frames are delivered as merged.
+    pub post_blender: Option<fleet_blender::BlenderCommand>,
 }
 
 impl ManagerConfig {
@@ -68,6 +76,8 @@ impl ManagerConfig {
             user: "admin".into(),
             password: None,
             limits: Limits::default(),
+            password_hash: None,
+            post_blender: None,
         }
     }
 }
@@ -93,6 +103,8 @@ pub enum StartError {
     },
     #[error("the stored credentials are unreadable; set a new password to replace them")]
     Credentials,
+    #[error("the password hash given is not an argon2 hash (`$argon2id$…`)")]
+    PasswordHash,
 }
 
 /// A manager serving in the background.
@@ -129,6 +141,16 @@ impl RunningManager {
     /// A new single-use join credential for one agent, valid for `ttl`.
     pub fn create_join_token(&self, ttl: Duration) -> Result<JoinToken, store::StoreError> {
         new_join_token(&self.state.store, ttl)
+    }
+
+    /// Starts the cloud scaler (see [`scaler`]); it stops with the manager.
+    pub fn start_scaler(&mut self, setup: scaler::ScalerSetup) {
+        let state = Arc::clone(&self.state);
+        self.tasks.push(tokio::spawn(scaler::run(
+            state,
+            setup,
+            self.shutdown.clone(),
+        )));
     }
 
     /// Stops accepting connections and waits for the background tasks.
@@ -186,6 +208,8 @@ pub async fn start(config: ManagerConfig) -> Result<RunningManager, StartError> 
         limiter: FailureLimiter::new(limits.max_failures, limits.failure_window, limits.lockout),
         limits: limits.clone(),
         work: Notify::new(),
+        post: post::PostProcessor::new(config.post_blender.clone()),
+        farm: scaler::FarmState::default(),
     });
     recover(&state).await;
 
@@ -224,6 +248,12 @@ fn credentials(
     store: &Store,
     config: &ManagerConfig,
 ) -> Result<(Credentials, Option<Secret>), StartError> {
+    if let Some(hash) = &config.password_hash {
+        let credentials = Credentials::from_setting(&format!("{}:{}", config.user, hash.trim()))
+            .map_err(|_| StartError::PasswordHash)?;
+        store.set_setting(CREDENTIALS_KEY, &credentials.to_setting())?;
+        return Ok((credentials, None));
+    }
     if let Some(password) = &config.password {
         let credentials = Credentials::new(&config.user, password);
         store.set_setting(CREDENTIALS_KEY, &credentials.to_setting())?;
@@ -282,7 +312,8 @@ pub(crate) fn new_join_token(store: &Store, ttl: Duration) -> Result<JoinToken, 
     })
 }
 
-/// Writes the results of a frame whose samples are all merged, then marks it done.
+/// Writes the results of a frame whose samples are all merged, post-processes it when the
+/// job delivers images, then marks it done.
 pub(crate) async fn finish_frame(
     state: &AppState,
     job: JobId,
@@ -297,6 +328,9 @@ pub(crate) async fn finish_frame(
             tracing::error!(%error, "cannot record the failure");
         }
         return;
+    }
+    if format == OutputFormat::Png {
+        post::finish(state, job, frame).await;
     }
     match state.store.finish_frame(frame_id, now_ms()) {
         Ok(job_done) => {

@@ -82,6 +82,11 @@ pub struct FrameStatus {
     pub chunks_merged: u32,
     /// Whether a merged preview can be downloaded.
     pub preview_available: bool,
+    /// Extension of the finished frame's flat image (`png`, `jpg`, `exr`, ...): the scene's
+    /// output format once the frame is post-processed. Absent until the frame is finished
+    /// and for jobs that deliver only the multilayer EXR.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_format: Option<String>,
 }
 
 /// A line of the job list.
@@ -124,6 +129,14 @@ pub struct JobStatus {
     /// When the job reached a final state.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finished_at_ms: Option<i64>,
+    /// What the job has cost on cloud instances, and its budget; absent when nothing was
+    /// spent and no budget applies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spend: Option<crate::JobSpend>,
+    /// What a user should know about the results, e.g. that denoising was asked for but the
+    /// manager's Blender has none, so frames are delivered undenoised.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
 }
 
 /// The job list.

@@ -98,7 +98,7 @@ async fn the_scene_compositor_and_format_run_on_the_merged_frame(v: Variant) {
     )
     .await
     .expect("post-process");
-    assert_eq!(outcome.output, dir.path().join("final.png"));
+    assert_eq!(outcome.output, Some(dir.path().join("final.png")));
     assert_eq!(outcome.file_format, "PNG");
     assert!(outcome.composited && !outcome.denoised, "{outcome:?}");
     assert!(outcome.notes.is_empty(), "{outcome:?}");
@@ -108,7 +108,7 @@ async fn the_scene_compositor_and_format_run_on_the_merged_frame(v: Variant) {
     render_finished_reference(&v.cmd, &reference(&blend, &single))
         .await
         .expect("single render");
-    let (size, ours) = rgb(&outcome.output);
+    let (size, ours) = rgb(outcome.output.as_ref().expect("an image"));
     let (_, theirs) = rgb(&single);
     assert_eq!(size, SIZE);
     let difference = rmse(&ours, &theirs);
@@ -121,6 +121,24 @@ async fn the_scene_compositor_and_format_run_on_the_merged_frame(v: Variant) {
     // The compositor really ran: the uninverted image is nothing like it.
     let inverted: Vec<u8> = theirs.iter().map(|&value| 255 - value).collect();
     assert!(rmse(&ours, &inverted) > 0.2);
+
+    // The demo itself writes multilayer EXR with no denoising and no compositor: the
+    // merged EXR already is its output, and no other image is made.
+    let plain = postprocess(
+        &v.cmd,
+        &PostRequest {
+            blend: v.demo.clone(),
+            merged: dir.path().join("merged.exr"),
+            resolution: SIZE,
+            frame: 1,
+            output_stem: dir.path().join("plain"),
+        },
+    )
+    .await
+    .expect("post-process the plain demo");
+    assert_eq!(plain.output, None, "{plain:?}");
+    assert_eq!(plain.file_format, "OPEN_EXR_MULTILAYER");
+    assert!(!plain.denoised && !plain.composited && plain.notes.is_empty());
 }
 
 both_blenders!(denoising_runs_where_blender_has_oidn_and_is_reported_where_not);
@@ -141,7 +159,7 @@ async fn denoising_runs_where_blender_has_oidn_and_is_reported_where_not(v: Vari
     .await
     .expect("post-process");
     assert!(outcome.composited, "{outcome:?}");
-    let (size, ours) = rgb(&outcome.output);
+    let (size, ours) = rgb(outcome.output.as_ref().expect("an image"));
     assert_eq!(size, SIZE);
     match v.kind {
         Kind::Executable => {

@@ -59,10 +59,13 @@ pub async fn status(
 }
 
 fn job_status(state: &AppState, id: JobId) -> Result<JobStatus, ApiError> {
-    state
+    let mut status = state
         .store
         .job_status(id)?
-        .ok_or_else(|| ApiError::not_found(format!("job {id} not found")))
+        .ok_or_else(|| ApiError::not_found(format!("job {id} not found")))?;
+    status.spend = state.farm.job_spend(&state.store, id)?;
+    crate::post::annotate(state, &mut status)?;
+    Ok(status)
 }
 
 pub async fn start(

@@ -4,6 +4,7 @@ mod agent;
 mod blobs;
 mod error;
 mod extract;
+mod farm;
 mod jobs;
 mod results;
 
@@ -96,6 +97,10 @@ pub struct Shared {
     pub limits: Limits,
     /// Woken whenever work may have become available (new job, requeued chunk).
     pub work: Notify,
+    /// Denoises, composites and writes each finished frame in the scene's format.
+    pub post: crate::post::PostProcessor,
+    /// Cloud instances, spend and client activity, for the scaler and `GET /farm`.
+    pub farm: crate::scaler::FarmState,
 }
 
 /// The state handlers receive.
@@ -128,7 +133,8 @@ pub fn router(state: AppState) -> Router {
         )
         .route(paths::AGENTS, get(agent::list))
         .route("/api/v1/agents/{id}", delete(agent::remove))
-        .route(paths::JOIN_TOKENS, post(agent::create_join_token));
+        .route(paths::JOIN_TOKENS, post(agent::create_join_token))
+        .route(paths::FARM, get(farm::status));
     let agents = Router::new()
         .route(paths::AGENT_JOIN, post(agent::join))
         .route(paths::AGENT_LEASE, post(agent::lease))

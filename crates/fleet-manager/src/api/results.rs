@@ -31,7 +31,8 @@ pub async fn image(
             "job {id} writes only the multilayer EXR; download it from the `exr` endpoint"
         )));
     }
-    serve(&state.frames.result_png(id, frame), "image/png").await
+    let (path, extension) = crate::post::image(&state.frames.frame_dir(id, frame));
+    serve(&path, crate::post::content_type(&extension)).await
 }
 
 pub async fn preview(

@@ -139,6 +139,8 @@ impl Store {
             agents,
             started_at_ms: started,
             finished_at_ms: finished,
+            spend: None,
+            notes: Vec::new(),
         }))
     }
 
@@ -287,6 +289,7 @@ fn frame_statuses(connection: &Connection, id: JobId) -> Result<Vec<FrameStatus>
             samples_done: row.get(3)?,
             chunks_merged,
             preview_available: chunks_merged > 0,
+            image_format: None,
         })
     })?;
     Ok(rows.collect::<Result<_, _>>()?)

@@ -216,7 +216,13 @@ class FarmRender:
             nonlocal frames
             scene = bpy.data.scenes[self.scene_name]
             frames = frames_of(scene, self.animation)
-            return deps.collect(scene, range(frames[0], frames[-1] + 1))
+            found = deps.collect(scene, range(frames[0], frames[-1] + 1))
+            if scene.cycles.use_denoising:
+                found.notes.append(
+                    "render-time denoising is not applied to farm renders (a denoiser is not "
+                    "linear); use a Denoise node in the compositor, which runs on the merged result"
+                )
+            return found
 
         found = jobs.call_on_main(collect, self.stopped)
         render_missing = False

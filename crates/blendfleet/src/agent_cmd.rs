@@ -3,6 +3,7 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
+use fleet_agent::preemption::PreemptionWatch;
 use fleet_agent::AgentConfig;
 use fleet_blender::BlenderCommand;
 use fleet_protocol::Secret;
@@ -13,6 +14,10 @@ use crate::cli::AgentArgs;
 pub const ENV_JOIN_TOKEN: &str = "BLENDFLEET_JOIN_TOKEN";
 
 pub async fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
+    let shutdown = fleet_agent::shutdown_on_signals();
+    // A preemption notice stops the agent exactly as SIGTERM does: it cancels the same token.
+    let watch = PreemptionWatch::new(args.preemption_notice, args.metadata_url);
+    let watcher = fleet_agent::preemption::spawn(watch, shutdown.clone())?;
     // Only needed the first time: afterwards the agent has its certificate.
     let token = std::env::var(ENV_JOIN_TOKEN).ok().map(Secret::new);
     let blender = BlenderCommand::discover(args.blender.as_deref())?;
@@ -34,8 +39,11 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
         piece_seconds: seconds("--piece-seconds", args.piece_seconds)?,
         stop_deadline: seconds("--stop-deadline", args.stop_deadline)?,
     };
-    let shutdown = fleet_agent::shutdown_on_signals();
-    fleet_agent::run(config, shutdown).await?;
+    let result = fleet_agent::run(config, shutdown).await;
+    if let Some(watcher) = watcher {
+        watcher.abort();
+    }
+    result?;
     Ok(ExitCode::SUCCESS)
 }
 

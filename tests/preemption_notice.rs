@@ -1,0 +1,329 @@
+//! A cloud preemption notice stops an agent as SIGTERM does. Real agents render a real job
+//! while each watches its own fake GCP metadata server; one server flips
+//! `instance/preempted` to TRUE in the middle of a lease. That agent stops Blender, delivers
+//! what it finished, hands back the rest and exits 0 within its stop deadline; the other
+//! agent, never told, keeps rendering and the job finishes with the single render's image.
+
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use fleet_client::Client;
+use fleet_protocol::{FrameMode, FrameRange, JobId, JobSpec, JobState, OutputFormat, Resolution};
+use support::farm::{alive, Farm};
+use support::reference::{assert_matches_reference, Rule};
+use support::{merged_chunks, run_ok, TestDir};
+use tokio::sync::watch;
+
+const SAMPLES: u32 = 192;
+const RESOLUTION: (u32, u32) = (160, 120);
+const STOP_DEADLINE_SECS: u64 = 15;
+
+/// GCP's `instance/preempted`, long-poll included: a `wait_for_change` request whose
+/// `last_etag` is current is held until the value changes.
+#[derive(Clone)]
+struct FakeGcp {
+    preempted: watch::Sender<bool>,
+}
+
+fn etag(preempted: bool) -> &'static str {
+    if preempted {
+        "9f3c2a71d0b4e865"
+    } else {
+        "41d8e0c7a92b3f50"
+    }
+}
+
+async fn preempted(
+    State(fake): State<FakeGcp>,
+    headers: HeaderMap,
+    Query(query): Query<HashMap<String, String>>,
+) -> Response {
+    if headers.get("Metadata-Flavor").and_then(|v| v.to_str().ok()) != Some("Google") {
+        return StatusCode::FORBIDDEN.into_response();
+    }
+    let mut changes = fake.preempted.subscribe();
+    let current = etag(*changes.borrow_and_update());
+    if query.get("wait_for_change").map(String::as_str) == Some("true")
+        && query.get("last_etag").map(String::as_str) == Some(current)
+    {
+        let seconds = query
+            .get("timeout_sec")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(60);
+        let _ = tokio::time::timeout(Duration::from_secs(seconds), changes.changed()).await;
+    }
+    let value = *fake.preempted.borrow();
+    (
+        [("ETag", etag(value))],
+        if value { "TRUE" } else { "FALSE" },
+    )
+        .into_response()
+}
+
+async fn fake_gcp() -> (FakeGcp, SocketAddr) {
+    let fake = FakeGcp {
+        preempted: watch::channel(false).0,
+    };
+    let router = Router::new()
+        .route("/computeMetadata/v1/instance/preempted", get(preempted))
+        .with_state(fake.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    (fake, address)
+}
+
+async fn submit(client: &Client, blend: &Path) -> JobId {
+    let hash = fleet_client::hash_file(blend).unwrap();
+    client.upload_blob(&hash, blend).await.unwrap();
+    let spec = JobSpec {
+        name: None,
+        main_file: "demo.blend".into(),
+        files: [("demo.blend".to_owned(), hash)].into(),
+        frames: FrameRange::single(1),
+        samples: SAMPLES,
+        resolution: Some(Resolution {
+            width: RESOLUTION.0,
+            height: RESOLUTION.1,
+        }),
+        output_format: OutputFormat::Exr,
+        seed: None,
+        chunking: Default::default(),
+        frame_mode: FrameMode::Split,
+        start: true,
+    };
+    client.create_job(&spec).await.unwrap().id
+}
+
+/// An agent with a piece merged that still holds a lease with plenty left, from the
+/// manager's database (so the lease cannot end between the look and the notice).
+async fn agent_mid_lease(client: &Client, job: JobId, db: &Path) -> String {
+    let deadline = Instant::now() + Duration::from_secs(180);
+    loop {
+        let found: Option<String> = rusqlite::Connection::open(db)
+            .unwrap()
+            .query_row(
+                "SELECT a.name FROM leases l
+             JOIN agents a ON a.id = l.agent_id JOIN chunks c ON c.id = l.chunk_id
+             WHERE l.state = 'active' AND a.samples_rendered > 0 AND c.sample_count >= 16
+             LIMIT 1",
+                [],
+                |row| row.get(0),
+            )
+            .ok();
+        if let Some(name) = found {
+            return name;
+        }
+        let status = client.job(job).await.unwrap();
+        assert!(
+            !status.summary.state.is_final(),
+            "the job ended first: {status:?}"
+        );
+        assert!(Instant::now() < deadline, "no agent got busy: {status:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn lease_states(db: &Path, agent: &str) -> Vec<String> {
+    let connection = rusqlite::Connection::open(db).unwrap();
+    let mut query = connection
+        .prepare(
+            "SELECT l.state FROM leases l JOIN agents a ON a.id = l.agent_id
+             WHERE a.name = ?1 ORDER BY l.id",
+        )
+        .unwrap();
+    query
+        .query_map([agent], |row| row.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_gcp_preemption_notice_stops_an_agent_gracefully_and_the_job_still_finishes() {
+    let Some(blender) = support::blender_34() else {
+        return;
+    };
+    let dir = TestDir::new();
+    let blend = support::demo_scene(&blender, dir.path()).await;
+    let mut farm = Farm::start(dir.path(), 3);
+    let mut servers = HashMap::new();
+    for name in ["e2e-1", "e2e-2"] {
+        let (fake, address) = fake_gcp().await;
+        let url = format!("http://{address}");
+        let deadline = STOP_DEADLINE_SECS.to_string();
+        farm.add_agent(
+            name,
+            &blender,
+            &[
+                "--piece-seconds",
+                "1",
+                "--stop-deadline",
+                &deadline,
+                "--preemption-notice",
+                "gcp",
+                "--metadata-url",
+                &url,
+            ],
+        )
+        .await;
+        servers.insert(name, fake);
+    }
+    farm.wait_for_agents(2).await;
+    let client = farm.client();
+    let job = submit(&client, &blend).await;
+    let db = farm.state.join("state.db");
+
+    let victim = agent_mid_lease(&client, job, &db).await;
+    let survivor = if victim == "e2e-1" { "e2e-2" } else { "e2e-1" };
+    servers[victim.as_str()].preempted.send_replace(true);
+    let noticed = Instant::now();
+    let exit = loop {
+        if let Some(status) = farm.agent(&victim).try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            noticed.elapsed() < Duration::from_secs(STOP_DEADLINE_SECS + 10),
+            "the agent did not stop after the notice"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let took = noticed.elapsed();
+    assert!(
+        exit.success(),
+        "the agent exits cleanly on a notice: {exit}"
+    );
+    assert!(
+        took < Duration::from_secs(STOP_DEADLINE_SECS),
+        "stopping took {took:?}, past the stop deadline"
+    );
+    let log = farm.log(&victim);
+    assert!(
+        log.contains("preemption notice: stopping as on SIGTERM"),
+        "the notice is logged:\n{log}"
+    );
+    assert!(log.contains("GCP instance/preempted is TRUE"), "{log}");
+
+    let states = lease_states(&db, &victim);
+    assert!(
+        states.contains(&"released".to_owned()),
+        "the rest of the lease was handed back: {states:?}"
+    );
+    assert!(
+        !states.contains(&"expired".to_owned()),
+        "nothing was left to lapse: {states:?}"
+    );
+    let rendered = client
+        .agents()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|agent| agent.name == victim)
+        .map_or(0, |agent| agent.samples_rendered);
+    assert!(rendered > 0, "what the preempted agent rendered was merged");
+    // The agent whose server never said TRUE is still at work.
+    assert!(
+        alive(farm.pid(survivor)),
+        "{survivor} stopped without a notice"
+    );
+
+    let deadline = Instant::now() + Duration::from_secs(240);
+    let status = loop {
+        let status = client.job(job).await.unwrap();
+        if status.summary.state.is_final() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "the job did not finish");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(status.summary.state, JobState::Done, "{status:?}");
+    let chunks = merged_chunks(&db);
+    let mut next = 0;
+    for &(start, count) in &chunks {
+        assert_eq!(start, next, "no sample merged twice or missed: {chunks:?}");
+        next += count;
+    }
+    assert_eq!(next, SAMPLES, "{chunks:?}");
+    assert!(
+        !farm.log(survivor).contains("preemption notice: stopping"),
+        "{survivor} acted on a notice it never got"
+    );
+
+    let merged = dir.path().join("merged.exr");
+    client.download_frame_exr(job, 1, &merged).await.unwrap();
+    assert_matches_reference(
+        &blender,
+        &blend,
+        &merged,
+        SAMPLES,
+        RESOLUTION,
+        dir.path(),
+        Rule::Design,
+    )
+    .await;
+    eprintln!("the agent stopped {took:?} after the notice, having had {rendered} samples merged");
+}
+
+#[test]
+fn preemption_settings_are_checked() {
+    let fingerprint = format!("sha256:{}", "ab".repeat(32));
+    let base = [
+        "agent",
+        "--manager",
+        "https://127.0.0.1:1",
+        "--ca-fingerprint",
+        fingerprint.as_str(),
+    ];
+    let output = support::blendfleet()
+        .args(base)
+        .args(["--preemption-notice", "azure"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(
+        stderr.contains("unknown preemption notice source `azure`: use gcp, aws or none"),
+        "{stderr}"
+    );
+
+    let output = support::blendfleet()
+        .args(base)
+        .args(["--metadata-url", "http://127.0.0.1:1"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(
+        stderr.contains("no preemption notice is watched"),
+        "{stderr}"
+    );
+
+    let output = support::blendfleet()
+        .args(base)
+        .args([
+            "--preemption-notice",
+            "aws",
+            "--metadata-url",
+            "https://169.254.169.254",
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(stderr.contains("must start with http://"), "{stderr}");
+
+    let help = run_ok(support::blendfleet().args(["agent", "--help"]));
+    let help = String::from_utf8_lossy(&help.stdout);
+    assert!(help.contains("--preemption-notice") && help.contains("--metadata-url"));
+}

@@ -65,6 +65,9 @@ pub enum Command {
     /// The manager's certificate authority.
     #[command(subcommand)]
     Ca(CaAction),
+    /// A farm on AWS or GCP: start its manager, show its instances and spend, stop it all.
+    #[command(subcommand)]
+    Cloud(crate::cloud_cmd::CloudAction),
 }
 
 #[derive(Debug, Subcommand)]
@@ -221,9 +224,36 @@ pub struct ManagerArgs {
     /// The Blender local agents render with.
     #[arg(long, env = "BLENDFLEET_BLENDER")]
     pub blender: Option<PathBuf>,
+    /// The Blender that post-processes finished frames (denoise, compositor, the scene's
+    /// output format); a `blender` executable or a Python with pip `bpy`. Default: the
+    /// agents' Blender. One with OpenImageDenoise is needed for denoising.
+    #[arg(long, env = "BLENDFLEET_POST_BLENDER")]
+    pub post_blender: Option<PathBuf>,
     /// Seconds without a heartbeat after which a lease lapses and its chunk is requeued.
     #[arg(long, default_value_t = 30)]
     pub lease_timeout: u64,
+    /// A file holding the argon2 hash (`$argon2id$…`) of the password to set; the password
+    /// itself stays with whoever made the hash (`blendfleet cloud up`).
+    #[arg(long, env = "BLENDFLEET_PASSWORD_HASH_FILE")]
+    pub password_hash_file: Option<PathBuf>,
+    /// Scale cloud agents with the queue as this cloud config says (see docs/cloud.md).
+    #[arg(long, env = "BLENDFLEET_CLOUD_CONFIG")]
+    pub cloud_config: Option<PathBuf>,
+    /// On a cloud instance started by `blendfleet cloud up`: read the cloud config and this
+    /// instance's private address from the `gcp` or `aws` metadata server.
+    #[arg(long, conflicts_with = "cloud_config")]
+    pub cloud_config_from_metadata: Option<String>,
+    /// Another start-up script for agents than the provider-scripts/agent-startup.sh built in.
+    #[arg(long, env = "BLENDFLEET_AGENT_SCRIPT_FILE")]
+    pub agent_script: Option<PathBuf>,
+    /// The URL cloud agents reach this manager at, `https://PRIVATE-ADDRESS:PORT`. Default:
+    /// the cloud config's `manager.url`.
+    #[arg(long, env = "BLENDFLEET_AGENT_URL")]
+    pub agent_url: Option<String>,
+    /// What an idle cloud manager does after terminating its agents: `terminate` its own
+    /// instance, `poweroff`, or `none`.
+    #[arg(long, default_value = "terminate", value_parser = ["terminate", "poweroff", "none"])]
+    pub self_shutdown: String,
 }
 
 #[derive(Debug, Args)]
@@ -290,6 +320,7 @@ pub async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             remote,
         }) => crate::jobs_cmd::create_token(ttl_minutes, &remote).await,
         Command::Ca(CaAction::Show { state_dir }) => crate::manager_cmd::show_ca(state_dir),
+        Command::Cloud(action) => crate::cloud_cmd::run(action).await,
     }
 }
 

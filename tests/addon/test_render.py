@@ -151,6 +151,25 @@ def test_render_on_local_farm_matches_local_cycles(tmp: str) -> None:
     assert value >= MIN_PSNR_DB, (value, mean_abs)
     assert engine.last_missing_channels == [], engine.last_missing_channels
 
+    # Ctrl+F12: one job for the frame range; Blender writes each frame as usual.
+    scene.frame_end = 2
+    scene.render.filepath = os.path.join(tmp, "anim", "frame_")
+    bpy.ops.render.render(animation=True)
+    assert engine.last_error is None, engine.last_error
+    animation_job = scene.blendfleet.job_id
+    assert animation_job > job_id and scene.blendfleet.job_frames == "1,2", (
+        animation_job, scene.blendfleet.job_frames)
+    for frame in (1, 2):
+        image = bpy.data.images.load(os.path.join(tmp, "anim", f"frame_{frame:04d}.exr"))
+        value, _ = psnr(reference, list(image.pixels))
+        bpy.data.images.remove(image)
+        # Nothing moves and the seed is not animated: every frame is the reference image.
+        assert value >= MIN_PSNR_DB, (frame, value)
+    print(f"  animation: job {animation_job}, frames 1-2 written")
+    scene.frame_end = 1
+    scene.blendfleet.job_id = job_id
+    scene.blendfleet.job_frames = "1"
+
     # Blender "restarts": the farm stops, the file is saved and opened again, and the
     # scene's job is reattached to; the farm starts again from its state directory.
     bpy.ops.wm.save_mainfile()

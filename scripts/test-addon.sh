@@ -23,11 +23,11 @@ fi
 start=$(date +%s)
 cargo build -p blendfleet --locked
 bin=$CARGO_TARGET_DIR/debug/blendfleet
-work=$(mktemp -d "${TMPDIR:-/tmp}/blendfleet-addon-test.XXXXXX")
+work=$(mktemp -d "${TMPDIR:-/tmp}/bf-addon-checks.XXXXXX")
 trap 'rm -rf "$work"' EXIT
 bash scripts/build-addon.sh --dev "$work/dist" >"$work/zips"
-extension=$(grep -- '-extension-' "$work/zips")
-legacy=$(grep -- '-addon-' "$work/zips")
+extension=$(grep '/blendfleet-extension-[^/]*\.zip$' "$work/zips")
+legacy=$(grep '/blendfleet-addon-[^/]*\.zip$' "$work/zips")
 bpy_python=$BLENDFLEET_TEST_BPY_PYTHON
 failed=0
 

@@ -2,6 +2,7 @@
 
 mod agent_cmd;
 mod cli;
+mod cloud_cmd;
 mod connection;
 mod farm;
 mod jobs_cmd;

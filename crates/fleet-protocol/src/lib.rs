@@ -7,6 +7,7 @@
 mod agent;
 mod blob;
 mod error;
+mod farm;
 #[doc(hidden)]
 pub mod fuzzing;
 mod ids;
@@ -21,6 +22,7 @@ pub use agent::{
 };
 pub use blob::{BlobHash, BlobHashError, MissingBlobsRequest, MissingBlobsResponse};
 pub use error::{ErrorBody, ErrorCode};
+pub use farm::{format_usd, FarmInstance, FarmStatus, JobSpend, JobSpendLine};
 pub use ids::{AgentId, ChunkId, JobId, LeaseId};
 pub use secret::Secret;
 pub use spec::{

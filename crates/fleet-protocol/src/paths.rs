@@ -15,6 +15,8 @@ pub const JOBS: &str = "/api/v1/jobs";
 pub const AGENTS: &str = "/api/v1/agents";
 /// `POST` [`crate::CreateJoinTokenRequest`] → [`crate::JoinToken`].
 pub const JOIN_TOKENS: &str = "/api/v1/join-tokens";
+/// `GET`: cloud instances, spend and scaling events.
+pub const FARM: &str = "/api/v1/farm";
 /// `POST` [`crate::JoinRequest`] → [`crate::JoinResponse`].
 pub const AGENT_JOIN: &str = "/api/v1/agent/join";
 /// `POST` [`crate::LeaseRequest`] → [`crate::Lease`], or 204 when there is no work.

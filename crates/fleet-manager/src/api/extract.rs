@@ -74,7 +74,10 @@ impl FromRequestParts<AppState> for User {
             None => Err(ApiError::unauthorized(
                 "this endpoint needs basic-auth credentials",
             )),
-            Some(header) if state.credentials.check_header(header) => Ok(Self),
+            Some(header) if state.credentials.check_header(header) => {
+                state.farm.touch(now_ms());
+                Ok(Self)
+            }
             Some(_) => {
                 tracing::warn!(address = ?address, "rejected wrong user credentials");
                 let wrong = ApiError::unauthorized("wrong user name or password");

@@ -7,6 +7,7 @@ pub mod agents;
 pub mod jobs;
 pub mod leases;
 mod schema;
+pub mod spend;
 pub mod uploads;
 
 use std::path::Path;

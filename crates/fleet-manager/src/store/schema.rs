@@ -105,6 +105,17 @@ CREATE TABLE agent_speed (
 ALTER TABLE agent_speed RENAME TO agent_jobs;
 ALTER TABLE agent_jobs ADD COLUMN failures INTEGER NOT NULL DEFAULT 0;
 ",
+    r"
+-- Cloud instance time and its estimated cost, per job (0: not working on a job) and instance.
+CREATE TABLE spend (
+    job_id       INTEGER NOT NULL,
+    instance     TEXT NOT NULL,
+    machine_type TEXT NOT NULL,
+    seconds      REAL NOT NULL DEFAULT 0,
+    cost_usd     REAL NOT NULL DEFAULT 0,
+    PRIMARY KEY (job_id, instance)
+);
+",
 ];
 
 /// Applies every migration the database has not seen yet.

@@ -51,6 +51,7 @@ run() {
 }
 
 blender34=(blender -b --factory-startup --python-exit-code 1 --python)
+run "small pieces, Blender 3.4" in_home units "${blender34[@]}" tests/addon/test_units.py
 run "dependencies, Blender 3.4" in_home deps34 "${blender34[@]}" tests/addon/test_deps.py
 run "dependencies, bpy 4.5" in_home deps45 "$bpy_python" tests/addon/test_deps.py
 run "render on a local farm, Blender 3.4, legacy zip" \

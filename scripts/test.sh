@@ -15,4 +15,5 @@ cargo test --workspace --locked
 bash scripts/test-python.sh
 bash scripts/test-provider-scripts.sh
 bash scripts/test-addon.sh
+bash scripts/test-cloud.sh
 echo "all checks passed in $(( $(date +%s) - start ))s"

@@ -4,7 +4,8 @@
 use std::path::Path;
 
 use fleet_blender::{
-    postprocess, render_finished_reference, render_reference, PostRequest, ReferenceRender,
+    postprocess, render_finished_reference, render_reference, PostOutcome, PostRequest,
+    ReferenceRender,
 };
 
 use crate::common::{both_blenders, edited_demo, Kind, Variant};
@@ -54,6 +55,18 @@ async fn merged(v: &Variant, blend: &Path, dir: &Path) -> std::path::PathBuf {
     exr
 }
 
+/// Post-processes frame 1 of `blend` from `merged`, writing the image at `stem`.
+async fn post(v: &Variant, blend: &Path, merged: std::path::PathBuf, stem: &Path) -> PostOutcome {
+    let request = PostRequest {
+        blend: blend.to_owned(),
+        merged,
+        resolution: SIZE,
+        frame: 1,
+        output_stem: stem.to_owned(),
+    };
+    postprocess(&v.cmd, &request).await.expect("post-process")
+}
+
 /// 8-bit RGB pixels of a PNG.
 fn rgb(path: &Path) -> ((u32, u32), Vec<u8>) {
     let decoder = png::Decoder::new(std::io::BufReader::new(
@@ -86,18 +99,7 @@ async fn the_scene_compositor_and_format_run_on_the_merged_frame(v: Variant) {
     let dir = v.scratch();
     let blend = composited_demo(&v, dir.path(), false).await;
     let merged = merged(&v, &blend, dir.path()).await;
-    let outcome = postprocess(
-        &v.cmd,
-        &PostRequest {
-            blend: blend.clone(),
-            merged,
-            resolution: SIZE,
-            frame: 1,
-            output_stem: dir.path().join("final"),
-        },
-    )
-    .await
-    .expect("post-process");
+    let outcome = post(&v, &blend, merged, &dir.path().join("final")).await;
     assert_eq!(outcome.output, Some(dir.path().join("final.png")));
     assert_eq!(outcome.file_format, "PNG");
     assert!(outcome.composited && !outcome.denoised, "{outcome:?}");
@@ -124,18 +126,13 @@ async fn the_scene_compositor_and_format_run_on_the_merged_frame(v: Variant) {
 
     // The demo itself writes multilayer EXR with no denoising and no compositor: the
     // merged EXR already is its output, and no other image is made.
-    let plain = postprocess(
-        &v.cmd,
-        &PostRequest {
-            blend: v.demo.clone(),
-            merged: dir.path().join("merged.exr"),
-            resolution: SIZE,
-            frame: 1,
-            output_stem: dir.path().join("plain"),
-        },
+    let plain = post(
+        &v,
+        &v.demo,
+        dir.path().join("merged.exr"),
+        &dir.path().join("plain"),
     )
-    .await
-    .expect("post-process the plain demo");
+    .await;
     assert_eq!(plain.output, None, "{plain:?}");
     assert_eq!(plain.file_format, "OPEN_EXR_MULTILAYER");
     assert!(!plain.denoised && !plain.composited && plain.notes.is_empty());
@@ -146,18 +143,7 @@ async fn denoising_runs_where_blender_has_oidn_and_is_reported_where_not(v: Vari
     let dir = v.scratch();
     let blend = composited_demo(&v, dir.path(), true).await;
     let merged = merged(&v, &blend, dir.path()).await;
-    let outcome = postprocess(
-        &v.cmd,
-        &PostRequest {
-            blend: blend.clone(),
-            merged,
-            resolution: SIZE,
-            frame: 1,
-            output_stem: dir.path().join("final"),
-        },
-    )
-    .await
-    .expect("post-process");
+    let outcome = post(&v, &blend, merged, &dir.path().join("final")).await;
     assert!(outcome.composited, "{outcome:?}");
     let (size, ours) = rgb(outcome.output.as_ref().expect("an image"));
     assert_eq!(size, SIZE);

@@ -233,19 +233,25 @@ pub async fn upload(
     if query.samples == 0 {
         return Err(ApiError::bad_request("`samples` must be at least 1"));
     }
-    let incoming = state.frames.incoming_dir().join(unique_name("partial"));
-    let written = write_stream(
-        &incoming,
-        body.into_data_stream(),
-        state.limits.max_result_bytes,
-    )
-    .await;
-    let result = match written {
-        Ok(_) => merge_upload(&state, agent, lease, &query, incoming.clone()).await,
-        Err(error) => Err(body_error(&error)),
-    };
-    let _ = tokio::fs::remove_file(&incoming).await;
-    result
+    // The rest runs as a task of its own: an agent that goes away mid-request (killed,
+    // preempted) must not cancel a fold half way, which would leave its piece neither
+    // merged nor queued.
+    let task = tokio::spawn(async move {
+        let incoming = state.frames.incoming_dir().join(unique_name("partial"));
+        let written = write_stream(
+            &incoming,
+            body.into_data_stream(),
+            state.limits.max_result_bytes,
+        )
+        .await;
+        let result = match written {
+            Ok(_) => merge_upload(&state, agent, lease, &query, incoming.clone()).await,
+            Err(error) => Err(body_error(&error)),
+        };
+        let _ = tokio::fs::remove_file(&incoming).await;
+        result
+    });
+    task.await.map_err(|error| ApiError::internal(&error))?
 }
 
 async fn merge_upload(

@@ -239,3 +239,59 @@ async fn cancelling_a_job_stops_its_agents_and_bad_sample_counts_are_400() {
     assert!(agent.lease(Duration::ZERO).await.unwrap().is_none());
     farm.manager.shutdown().await;
 }
+
+#[tokio::test]
+async fn an_agent_gone_mid_upload_does_not_strand_its_piece() {
+    let farm = Farm::start().await;
+    let client = farm.client();
+    let agent = farm.agent("doomed").await;
+    let mut spec = farm.uploaded_spec(8).await;
+    // Large enough that folding the piece takes a while to catch it in the middle.
+    let (width, height) = (1600, 1200);
+    spec.resolution = Some(fleet_protocol::Resolution {
+        width: width as u32,
+        height: height as u32,
+    });
+    let job = client.create_job(&spec).await.unwrap().id;
+    let lease = agent.lease(Duration::ZERO).await.unwrap().unwrap();
+    assert!(lease.sample_count >= 2, "{lease:?}");
+    let partial = farm.path("piece.exr");
+    write_partial(&partial, width, height, |_| 0.25);
+
+    let db = farm.path("state/state.db");
+    let merging = || {
+        let connection = rusqlite::Connection::open(&db).unwrap();
+        connection
+            .query_row(
+                "SELECT count(*) FROM chunks WHERE state = 'merging'",
+                [],
+                |row| row.get::<_, i64>(0),
+            )
+            .unwrap()
+    };
+    // The agent sends its piece and vanishes while the manager is folding it: its
+    // connection closes before the answer comes.
+    let upload = tokio::spawn(async move {
+        agent
+            .upload_piece(lease.lease_id, None, 2, Some(1.0), &partial)
+            .await
+    });
+    let caught = async {
+        while merging() == 0 {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(60), caught)
+        .await
+        .expect("the manager began folding the piece");
+    upload.abort();
+    assert!(upload.await.unwrap_err().is_cancelled());
+
+    // The fold still completes and is counted.
+    eventually("the piece to be merged", || async {
+        client.job(job).await.unwrap().summary.samples_done == 2
+    })
+    .await;
+    assert_eq!(merging(), 0, "no piece is left half merged");
+    farm.manager.shutdown().await;
+}

@@ -1,5 +1,5 @@
-//! `blendfleet cloud`: configuration errors without a cloud; with the `aws` feature, `up`,
-//! `status` and `down` against moto_server.
+//! `blendfleet cloud`: configuration errors and the saved connection without a cloud; with
+//! the `aws` feature, `up`, `status` and `down` against moto_server.
 
 #![allow(clippy::unwrap_used)]
 
@@ -52,6 +52,53 @@ fn config_mistakes_are_named() {
     );
     assert!(!output.status.success());
     assert!(stderr(&output).contains("provider"), "{}", stderr(&output));
+}
+
+#[test]
+fn connection_prints_what_up_saved_or_says_to_run_up() {
+    let home = tempfile::tempdir().unwrap();
+    let config = home.path().join("cloud.toml");
+    std::fs::write(
+        &config,
+        "provider = \"aws\"\nfarm = \"studio\"\n[aws]\nregion = \"us-east-1\"\nzones = [\"us-east-1a\"]\nami = \"ami-1\"\n",
+    )
+    .unwrap();
+    let config = config.to_str().unwrap();
+    let output = blendfleet(home.path(), &["cloud", "connection", "--config", config]);
+    assert!(!output.status.success());
+    assert!(
+        stderr(&output).contains("farm `studio` has no saved manager connection")
+            && stderr(&output).contains("blendfleet cloud up"),
+        "{}",
+        stderr(&output)
+    );
+
+    // What `cloud up` writes once the manager's fingerprint is known.
+    let connection = "https://admin@203.0.113.9:8443/#ca=sha256:".to_owned() + &"ab".repeat(32);
+    let saved = home.path().join("config/blendfleet/cloud/studio.toml");
+    std::fs::create_dir_all(saved.parent().unwrap()).unwrap();
+    std::fs::write(
+        &saved,
+        format!(
+            "farm = \"studio\"\nprovider = \"aws\"\ninstance_id = \"i-1\"\ninstance_name = \"studio-manager\"\nzone = \"us-east-1a\"\nurl = \"https://203.0.113.9:8443\"\nuser = \"admin\"\npassword = \"s3cret\"\nca_fingerprint = \"sha256:{}\"\nconnection = \"{connection}\"\n",
+            "ab".repeat(32)
+        ),
+    )
+    .unwrap();
+    let output = blendfleet(
+        home.path(),
+        &["cloud", "connection", "--config", config, "--json"],
+    );
+    assert!(output.status.success(), "{}", stderr(&output));
+    let value: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(value["connection"], connection.as_str());
+    assert_eq!(value["password"], "s3cret");
+    assert_eq!(value["farm"], "studio");
+    // The text form leaves the password in the file.
+    let output = blendfleet(home.path(), &["cloud", "connection", "--config", config]);
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(text.contains(&connection), "{text}");
+    assert!(!text.contains("s3cret"), "{text}");
 }
 
 #[cfg(not(feature = "gcp"))]
@@ -136,7 +183,8 @@ mod aws {
         .unwrap();
 
         // moto's console output never carries a fingerprint: `up` gives up, and says the
-        // instance is still running.
+        // instance is still running. With --json, progress goes to stderr and nothing but
+        // a result would go to stdout.
         let output = blendfleet(
             home.path(),
             &[
@@ -148,11 +196,24 @@ mod aws {
                 scripts.to_str().unwrap(),
                 "--wait-minutes",
                 "0",
+                "--json",
             ],
         );
         assert!(!output.status.success());
         assert!(
             stderr(&output).contains("did not publish its CA fingerprint"),
+            "{}",
+            stderr(&output)
+        );
+        assert!(
+            stderr(&output).contains("started manager clifarm-manager"),
+            "{}",
+            stderr(&output)
+        );
+        assert!(output.stdout.is_empty(), "{output:?}");
+        let output = blendfleet(home.path(), &["cloud", "connection", "--config", config]);
+        assert!(
+            stderr(&output).contains("no saved manager connection"),
             "{}",
             stderr(&output)
         );

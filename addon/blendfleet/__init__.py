@@ -22,7 +22,7 @@ import time  # noqa: E402
 import bpy  # noqa: E402
 from bpy.app.handlers import persistent  # noqa: E402
 
-from . import engine, farm, jobs, missing, panels, prefs  # noqa: E402
+from . import cloud_ops, engine, farm, jobs, missing, panels, prefs  # noqa: E402
 
 IDLE_CHECK_SECONDS = 30.0
 
@@ -64,7 +64,7 @@ def _on_quit() -> None:
     farm.shutdown(wait=True)
 
 
-CLASSES = prefs.CLASSES + missing.CLASSES + panels.CLASSES
+CLASSES = prefs.CLASSES + missing.CLASSES + panels.CLASSES + cloud_ops.CLASSES
 
 
 def register() -> None:

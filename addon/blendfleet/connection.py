@@ -7,7 +7,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from . import farm, fleetpy
+from . import cloud, farm, fleetpy
 
 
 class SetupError(Exception):
@@ -29,6 +29,7 @@ class Settings:
     timeout: float
     idle_stop_minutes: float
     missing_files: str
+    cloud_config: str = ""
 
     @staticmethod
     def from_prefs(prefs: Any) -> "Settings":
@@ -51,6 +52,7 @@ class Settings:
             timeout=prefs.timeout,
             idle_stop_minutes=prefs.idle_stop_minutes,
             missing_files=missing if missing in {"ABORT", "RENDER"} else prefs.missing_files,
+            cloud_config=bpy.path.abspath(prefs.cloud_config) if prefs.cloud_config else "",
         )
 
 
@@ -59,12 +61,7 @@ def connect(settings: Settings) -> Any:
     the farm. Blocking: call from a worker thread."""
     module = fleetpy.load()
     if settings.provider == "LOCAL":
-        if settings.binary is None:
-            raise SetupError(
-                "the `blendfleet` program was not found: set its path in the add-on's "
-                "preferences or put it on PATH"
-            )
-        local = farm.ensure(settings.binary, settings.agents, settings.threads, settings.blender)
+        local = farm.ensure(require_binary(settings), settings.agents, settings.threads, settings.blender)
         local.last_used = time.monotonic()
         assert local.connection is not None
         c = local.connection
@@ -83,6 +80,32 @@ def connect(settings: Settings) -> Any:
             )
         return module.Client(settings.address, settings.user, settings.password,
                              settings.ca_fingerprint, timeout=settings.timeout)
-    from .prefs import CLOUD_NOT_IN_ADDON
+    saved = cloud_connection(settings)
+    return module.Client.from_connection_string(
+        saved["connection"], saved["password"], timeout=settings.timeout
+    )
 
-    raise SetupError(CLOUD_NOT_IN_ADDON)
+
+def require_binary(settings: Settings) -> str:
+    if settings.binary is None:
+        raise SetupError(
+            "the `blendfleet` program was not found: set its path in the add-on's "
+            "preferences or put it on PATH"
+        )
+    return settings.binary
+
+
+def cloud_connection(settings: Settings) -> dict:
+    """The connection `blendfleet cloud up` saved for the configured cloud farm."""
+    binary = require_binary(settings)
+    try:
+        saved = cloud.saved_connection(binary, settings.cloud_config)
+    except cloud.CloudError as error:
+        raise SetupError(f"{error}; or press Start cloud farm in the add-on's preferences") from error
+    chosen = settings.provider.lower()
+    if saved.get("provider") != chosen:
+        raise SetupError(
+            f"the cloud config's farm `{saved.get('farm')}` runs on {saved.get('provider')}, "
+            f"but {settings.provider} is chosen in the add-on's preferences"
+        )
+    return saved

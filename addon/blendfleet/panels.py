@@ -286,8 +286,9 @@ class BLENDFLEET_PT_farm(bpy.types.Panel):
                 row.label(text="stopped")
                 row.operator("blendfleet.farm_start", text="", icon="PLAY")
         elif p.provider in {"AWS", "GCP"}:
-            box = layout.box()
-            box.label(text="Cloud farms start with `blendfleet cloud up`; see the preferences.", icon="INFO")
+            row.operator("blendfleet.cloud_up", text="", icon="PLAY")
+            row.operator("blendfleet.cloud_status", text="", icon="WORLD")
+            row.operator("blendfleet.cloud_down", text="", icon="CANCEL")
         row.operator("blendfleet.refresh", text="", icon="FILE_REFRESH")
         layout.label(text=STATE.busy or STATE.message, icon="TIME" if STATE.busy else "INFO")
         if engine.last_error:

@@ -13,8 +13,8 @@ PACKAGE = __package__ or "blendfleet"
 PROVIDERS = [
     ("LOCAL", "Local", "The add-on starts a manager and agents on this computer"),
     ("REMOTE", "Manager", "A manager running elsewhere (LAN, or a cloud farm started with `blendfleet cloud up`)"),
-    ("AWS", "AWS", "Start a farm on AWS from Blender"),
-    ("GCP", "GCP", "Start a farm on Google Cloud from Blender"),
+    ("AWS", "AWS", "A farm on AWS spot instances, started and stopped from Blender"),
+    ("GCP", "GCP", "A farm on Google Cloud spot VMs, started and stopped from Blender"),
 ]
 
 MISSING_CHOICES = [
@@ -22,10 +22,12 @@ MISSING_CHOICES = [
     ("RENDER", "Render without", "Submit anyway; the missing files render as Blender renders missing files"),
 ]
 
-CLOUD_NOT_IN_ADDON = (
-    "Starting cloud farms from Blender is not available yet. Start one with "
-    "`blendfleet cloud up` (see docs/cloud.md), then choose Manager and paste the "
-    "connection string it prints."
+CLOUD_HELP = (
+    "Start cloud farm runs `blendfleet cloud up` with this config: a manager on a small "
+    "on-demand instance, which starts spot agents while there is work and stops them, and "
+    "itself, when idle. Stop cloud farm terminates every instance of the farm. The program "
+    "must be built with `--features aws,gcp`; credentials come from the provider's usual "
+    "places. Set job_budget_usd in the config to cap each job's spend. See docs/cloud.md."
 )
 
 
@@ -81,9 +83,10 @@ class BlendFleetPreferences(bpy.types.AddonPreferences):
         name="Stop local farm when idle", default=15.0, min=0.0, max=24 * 60.0,
         description="Minutes without a job after which the local farm stops; 0 keeps it running",
     )
-    budget: FloatProperty(  # type: ignore[valid-type]
-        name="Job budget (USD)", default=0.0, min=0.0,
-        description="Cloud farms: the budget is set in the farm's cloud config (job_budget_usd)",
+    cloud_config: StringProperty(  # type: ignore[valid-type]
+        name="Cloud config", subtype="FILE_PATH",
+        description="The farm's cloud config (TOML, see docs/cloud.md); empty: "
+        "BLENDFLEET_CLOUD_CONFIG, else ~/.config/blendfleet/cloud.toml",
     )
     missing_files: EnumProperty(  # type: ignore[valid-type]
         name="Missing files (background)", items=MISSING_CHOICES, default="ABORT",
@@ -97,11 +100,15 @@ class BlendFleetPreferences(bpy.types.AddonPreferences):
         layout.prop(self, "provider", expand=True)
         if self.provider in {"AWS", "GCP"}:
             box = layout.box()
-            for line in _wrap(CLOUD_NOT_IN_ADDON, 90):
-                box.label(text=line, icon="INFO" if line is CLOUD_NOT_IN_ADDON else "NONE")
-            layout.prop(self, "budget")
-            return
-        if self.provider == "LOCAL":
+            for index, line in enumerate(_wrap(CLOUD_HELP, 90)):
+                box.label(text=line, icon="INFO" if index == 0 else "NONE")
+            col = layout.column()
+            col.prop(self, "cloud_config")
+            row = col.row(align=True)
+            row.operator("blendfleet.cloud_up", icon="PLAY")
+            row.operator("blendfleet.cloud_status", icon="FILE_REFRESH")
+            row.operator("blendfleet.cloud_down", icon="CANCEL")
+        elif self.provider == "LOCAL":
             col = layout.column()
             col.prop(self, "local_agents")
             col.prop(self, "agent_threads")

@@ -32,6 +32,8 @@ pub enum CloudAction {
     Status(CloudArgs),
     /// Terminate every instance of the farm (agents and manager).
     Down(CloudArgs),
+    /// The saved connection of the farm's manager (written by `up`), to reconnect with.
+    Connection(CloudArgs),
 }
 
 #[derive(Debug, Args)]
@@ -56,7 +58,7 @@ pub struct UpArgs {
     #[arg(long, default_value = "admin")]
     pub user: String,
     /// Minutes to wait for the manager to publish its CA fingerprint.
-    #[arg(long, default_value_t = 20)]
+    #[arg(long, env = "BLENDFLEET_CLOUD_WAIT_MINUTES", default_value_t = 20)]
     pub wait_minutes: u64,
 }
 
@@ -65,6 +67,7 @@ pub async fn run(action: CloudAction) -> anyhow::Result<ExitCode> {
         CloudAction::Up(args) => up(args).await,
         CloudAction::Status(args) => status(&args).await,
         CloudAction::Down(args) => down(&args).await,
+        CloudAction::Connection(args) => connection(&args),
     }
 }
 
@@ -144,6 +147,15 @@ pub fn manager_settings(
 
 async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
     let config = load_config(&args.cloud)?;
+    // With --json, stdout carries only the result; progress goes to stderr.
+    let json = args.cloud.json;
+    let say = |text: String| {
+        if json {
+            eprintln!("{text}");
+        } else {
+            output::line(text);
+        }
+    };
     let user_ok = !args.user.is_empty()
         && args
             .user
@@ -192,10 +204,10 @@ async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
     };
     let launched = fleet_cloud::launch(provider.as_ref(), &request, false).await;
     for refusal in &launched.events {
-        output::line(format!("  {} refused: {}", refusal.zone, refusal.refused));
+        say(format!("  {} refused: {}", refusal.zone, refusal.refused));
     }
     let instance = launched.instance?;
-    output::line(format!(
+    say(format!(
         "started manager {} ({}) in {}; waiting for its CA fingerprint on the serial console",
         instance.name, instance.machine_type, instance.zone
     ));
@@ -243,42 +255,52 @@ async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
         connection: connection.clone(),
     };
     let path = saved.save()?;
-    output::line(format!("manager up: {connection}"));
-    output::line(format!(
+    say(format!("manager up: {connection}"));
+    say(format!(
         "  CA fingerprint (from the cloud API): {fingerprint}"
     ));
-    output::line(format!(
-        "  password: {} (saved in `{}`, mode 0600)",
-        password.expose(),
-        path.display()
-    ));
-    save_client_default(&saved)?;
+    if json {
+        say(format!(
+            "  password saved in `{}`, mode 0600",
+            path.display()
+        ));
+    } else {
+        say(format!(
+            "  password: {} (saved in `{}`, mode 0600)",
+            password.expose(),
+            path.display()
+        ));
+    }
+    save_client_default(&saved, &say)?;
 
     // Check the pinned connection (the manager may still be finishing its start).
     let client = fleet_client::Client::new(&settings)?;
     for attempt in 0..30 {
         match client.info().await {
             Ok(info) => {
-                output::line(format!("  connected: {} {}", info.server, info.version));
+                say(format!("  connected: {} {}", info.server, info.version));
                 break;
             }
             Err(error) if attempt == 29 => {
-                output::line(format!(
+                say(format!(
                     "  not reachable yet ({error}); `blendfleet cloud status` tries again"
                 ));
             }
             Err(_) => tokio::time::sleep(Duration::from_secs(5)).await,
         }
     }
+    if json {
+        output::json(&saved_json(&saved, &path))?;
+    }
     Ok(ExitCode::SUCCESS)
 }
 
 /// Makes the cloud manager the default of `blendfleet jobs/status/render` when no other
 /// manager is configured.
-fn save_client_default(saved: &SavedFarm) -> anyhow::Result<()> {
+fn save_client_default(saved: &SavedFarm, say: &dyn Fn(String)) -> anyhow::Result<()> {
     let path = saved::config_dir()?.join("client.toml");
     if path.exists() {
-        output::line(format!(
+        say(format!(
             "  `{}` names another manager; use --manager with the connection above",
             path.display()
         ));
@@ -289,7 +311,7 @@ fn save_client_default(saved: &SavedFarm) -> anyhow::Result<()> {
         ("password", saved.password.as_str()),
     ]))?;
     saved::write_private(&path, &text)?;
-    output::line(format!(
+    say(format!(
         "  saved as the default manager in `{}`",
         path.display()
     ));
@@ -301,6 +323,7 @@ async fn status(args: &CloudArgs) -> anyhow::Result<ExitCode> {
     let provider = provider(&config).await?;
     let instances = provider.list(&config.farm).await?;
     let prices = config.price_table();
+    let mut manager_error = None;
     let farm = match SavedFarm::load(&config.farm)? {
         Some(saved) => {
             let settings = ConnectionSettings::from_connection_string(
@@ -310,7 +333,11 @@ async fn status(args: &CloudArgs) -> anyhow::Result<ExitCode> {
             match fleet_client::Client::new(&settings)?.farm().await {
                 Ok(farm) => Some(farm),
                 Err(error) => {
-                    output::line(format!("manager not reachable: {error}"));
+                    if args.json {
+                        manager_error = Some(error.to_string());
+                    } else {
+                        output::line(format!("manager not reachable: {error}"));
+                    }
                     None
                 }
             }
@@ -318,7 +345,11 @@ async fn status(args: &CloudArgs) -> anyhow::Result<ExitCode> {
         None => None,
     };
     if args.json {
-        output::json(&serde_json::json!({ "instances": instances, "farm": farm }))?;
+        output::json(&serde_json::json!({
+            "instances": instances,
+            "farm": farm,
+            "manager_error": manager_error,
+        }))?;
         return Ok(ExitCode::SUCCESS);
     }
     output::line(format!(
@@ -393,5 +424,39 @@ async fn down(args: &CloudArgs) -> anyhow::Result<ExitCode> {
         ));
     }
     SavedFarm::remove(&config.farm)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// What `up --json` and `connection --json` print.
+fn saved_json(saved: &SavedFarm, path: &Path) -> serde_json::Value {
+    serde_json::json!({
+        "farm": saved.farm,
+        "provider": saved.provider,
+        "connection": saved.connection,
+        "url": saved.url,
+        "user": saved.user,
+        "password": saved.password,
+        "ca_fingerprint": saved.ca_fingerprint,
+        "manager_instance": saved.instance_name,
+        "saved": path,
+    })
+}
+
+fn connection(args: &CloudArgs) -> anyhow::Result<ExitCode> {
+    let config = load_config(args)?;
+    let path = saved::path(&config.farm)?;
+    let Some(saved) = SavedFarm::load(&config.farm)? else {
+        anyhow::bail!(
+            "farm `{}` has no saved manager connection (`{}` does not exist): start the farm with `blendfleet cloud up`",
+            config.farm,
+            path.display()
+        );
+    };
+    if args.json {
+        output::json(&saved_json(&saved, &path))?;
+    } else {
+        output::line(format!("connection: {}", saved.connection));
+        output::line(format!("  password saved in `{}`", path.display()));
+    }
     Ok(ExitCode::SUCCESS)
 }

@@ -132,3 +132,17 @@ def summary(status_value: dict) -> str:
     elif status_value.get("manager_error"):
         text += f"; manager not reachable: {status_value['manager_error']}"
     return text
+
+
+def job_spend(status_value: dict) -> str:
+    """A job's estimated cloud cost and budget, from its status; empty when it has none."""
+    spend = status_value.get("spend")
+    if not spend:
+        return ""
+    text = f"cloud cost so far ${spend.get('cost_micro_usd', 0) / 1e6:.2f}"
+    budget = spend.get("budget_micro_usd")
+    if budget is not None:
+        text += f" of a ${budget / 1e6:.2f} budget"
+        if spend.get("budget_reached"):
+            text += " (reached: no more agents for this job)"
+    return text

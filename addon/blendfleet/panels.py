@@ -14,7 +14,7 @@ from typing import Any
 import bpy
 from bpy.props import IntProperty, StringProperty
 
-from . import connection, engine, farm, jobs
+from . import cloud, connection, engine, farm, jobs
 from . import prefs as prefs_module
 
 
@@ -300,6 +300,9 @@ class BLENDFLEET_PT_farm(bpy.types.Panel):
             status = STATE.saved_job or {}
             state = status.get("state", "press Refresh for its state")
             box.label(text=f"This scene's farm job: {saved} ({state})", icon="RENDER_RESULT")
+            spend = cloud.job_spend(status)
+            if spend:
+                box.label(text=spend, icon="FUND")
             row = box.row()
             op = row.operator("blendfleet.reattach", icon="LINKED")
             op.job_id = saved

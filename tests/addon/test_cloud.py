@@ -165,6 +165,12 @@ def test_program_errors_come_through(tmp: str) -> None:
     assert cloud.summary({"instances": [{"role": "manager"}, {"role": "agent"}],
                           "farm": {"total_cost_micro_usd": 1_250_000}}) == (
         "1 manager, 1 agent instance(s); spend so far $1.25")
+    assert cloud.job_spend({"state": "running"}) == ""
+    assert cloud.job_spend({"spend": {"cost_micro_usd": 420_000, "agent_seconds": 60}}) == (
+        "cloud cost so far $0.42")
+    assert cloud.job_spend({"spend": {"cost_micro_usd": 2_000_000, "budget_micro_usd": 2_000_000,
+                                      "budget_reached": True}}) == (
+        "cloud cost so far $2.00 of a $2.00 budget (reached: no more agents for this job)")
     try:
         cloud.run(os.path.join(tmp, "no-such-binary"), "status", "")
     except cloud.CloudError as error:

@@ -6,14 +6,14 @@
 mod support;
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use fleet_blender::BlenderCommand;
-use fleet_client::Client;
 use fleet_protocol::{
     FrameMode, FrameRange, JobId, JobSpec, JobState, JobStatus, OutputFormat, Resolution,
 };
 use support::farm::Farm;
+use support::jobs::wait_final;
 use support::TestDir;
 
 const SAMPLES: u32 = 24;
@@ -68,19 +68,7 @@ async fn render(farm: &Farm, blend: &Path) -> (JobId, JobStatus) {
         start: true,
     };
     let id = client.create_job(&spec).await.unwrap().id;
-    (id, finished(&client, id).await)
-}
-
-async fn finished(client: &Client, job: JobId) -> JobStatus {
-    let deadline = Instant::now() + Duration::from_secs(300);
-    loop {
-        let status = client.job(job).await.unwrap();
-        if status.summary.state.is_final() {
-            return status;
-        }
-        assert!(Instant::now() < deadline, "the job did not finish");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    (id, wait_final(&client, id, Duration::from_secs(300)).await)
 }
 
 /// 8-bit RGB pixels of a JPEG.

@@ -11,10 +11,9 @@ use std::time::{Duration, Instant};
 
 use fleet_blender::BlenderCommand;
 use fleet_client::Client;
-use fleet_protocol::{
-    FrameMode, FrameRange, JobId, JobSpec, JobState, JobStatus, OutputFormat, Resolution,
-};
+use fleet_protocol::{JobId, JobState};
 use support::farm::{alive, children_of, signal, Farm};
+use support::jobs::{agent_mid_lease, lease_states, submit_frame, wait_final};
 use support::reference::{assert_matches_reference, Rule};
 use support::{merged_chunks, TestDir};
 
@@ -23,28 +22,8 @@ const SAMPLES: u32 = 192;
 const RESOLUTION: (u32, u32) = (160, 120);
 /// Agents upload every second of rendering, so a piece is in progress most of the time.
 const AGENT_ARGS: &[&str] = &["--piece-seconds", "1"];
-
-async fn submit(client: &Client, blend: &Path) -> JobId {
-    let hash = fleet_client::hash_file(blend).unwrap();
-    client.upload_blob(&hash, blend).await.unwrap();
-    let spec = JobSpec {
-        name: None,
-        main_file: "demo.blend".into(),
-        files: [("demo.blend".to_owned(), hash)].into(),
-        frames: FrameRange::single(1),
-        samples: SAMPLES,
-        resolution: Some(Resolution {
-            width: RESOLUTION.0,
-            height: RESOLUTION.1,
-        }),
-        output_format: OutputFormat::Exr,
-        seed: None,
-        chunking: Default::default(),
-        frame_mode: FrameMode::Split,
-        start: true,
-    };
-    client.create_job(&spec).await.unwrap().id
-}
+/// How long a job may take, with agents lost on the way, on a loaded 2-core machine.
+const FINISH: Duration = Duration::from_secs(240);
 
 /// Waits until the job has merged something and an agent is rendering; returns that agent.
 async fn busy_agent(client: &Client, job: JobId) -> String {
@@ -62,54 +41,6 @@ async fn busy_agent(client: &Client, job: JobId) -> String {
         );
         assert!(Instant::now() < deadline, "no agent got busy: {status:?}");
         tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-/// Waits until an agent has had a piece merged and still holds a lease with plenty of
-/// samples left to render; returns that agent. Read from the manager's database, so that the
-/// agent cannot finish its lease between the look and the signal that follows it.
-async fn agent_mid_lease(client: &Client, job: JobId, db: &Path) -> String {
-    const PLENTY: u32 = 16;
-    let deadline = Instant::now() + Duration::from_secs(180);
-    loop {
-        let found: Option<String> = {
-            let connection = rusqlite::Connection::open(db).unwrap();
-            connection
-                .query_row(
-                    "SELECT a.name FROM leases l
-                     JOIN agents a ON a.id = l.agent_id JOIN chunks c ON c.id = l.chunk_id
-                     WHERE l.state = 'active' AND a.samples_rendered > 0
-                       AND c.sample_count >= ?1
-                     LIMIT 1",
-                    [PLENTY],
-                    |row| row.get(0),
-                )
-                .ok()
-        };
-        if let Some(name) = found {
-            return name;
-        }
-        let status = client.job(job).await.unwrap();
-        assert!(
-            !status.summary.state.is_final(),
-            "the job ended before an agent was caught mid-lease: {status:?}"
-        );
-        assert!(Instant::now() < deadline, "no agent got busy: {status:?}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-async fn finished(client: &Client, job: JobId) -> JobStatus {
-    let deadline = Instant::now() + Duration::from_secs(240);
-    loop {
-        match client.job(job).await {
-            Ok(status) if status.summary.state.is_final() => return status,
-            Ok(_) => {}
-            // The manager may be restarting.
-            Err(error) => eprintln!("status: {error}"),
-        }
-        assert!(Instant::now() < deadline, "the job did not finish");
-        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
 
@@ -132,21 +63,6 @@ async fn farm(blender: &BlenderCommand, dir: &Path, agents: usize) -> Farm {
     }
     farm.wait_for_agents(agents).await;
     farm
-}
-
-fn lease_states(db: &Path, agent: &str) -> Vec<String> {
-    let connection = rusqlite::Connection::open(db).unwrap();
-    let mut query = connection
-        .prepare(
-            "SELECT l.state FROM leases l JOIN agents a ON a.id = l.agent_id
-             WHERE a.name = ?1 ORDER BY l.id",
-        )
-        .unwrap();
-    query
-        .query_map([agent], |row| row.get(0))
-        .unwrap()
-        .collect::<Result<_, _>>()
-        .unwrap()
 }
 
 async fn result_matches(
@@ -182,7 +98,7 @@ async fn an_agent_killed_mid_chunk_loses_its_lease_and_the_frame_still_matches()
     let blend = support::demo_scene(&blender, dir.path()).await;
     let farm = farm(&blender, dir.path(), 3).await;
     let client = farm.client();
-    let job = submit(&client, &blend).await;
+    let job = submit_frame(&client, &blend, SAMPLES, RESOLUTION).await;
 
     let victim = busy_agent(&client, job).await;
     let pid = farm.pid(&victim);
@@ -193,7 +109,7 @@ async fn an_agent_killed_mid_chunk_loses_its_lease_and_the_frame_still_matches()
     );
     signal(pid, "KILL");
 
-    let status = finished(&client, job).await;
+    let status = wait_final(&client, job, FINISH).await;
     assert_eq!(status.summary.state, JobState::Done, "{status:?}");
     assert_eq!(status.summary.samples_done, u64::from(SAMPLES));
     // The killed agent's Blender died with it.
@@ -239,7 +155,7 @@ async fn an_agent_stopped_with_sigterm_keeps_its_work_and_hands_back_the_rest() 
     let blend = support::demo_scene(&blender, dir.path()).await;
     let mut farm = farm(&blender, dir.path(), 2).await;
     let client = farm.client();
-    let job = submit(&client, &blend).await;
+    let job = submit_frame(&client, &blend, SAMPLES, RESOLUTION).await;
 
     let db = farm.state.join("state.db");
     let victim = agent_mid_lease(&client, job, &db).await;
@@ -277,7 +193,7 @@ async fn an_agent_stopped_with_sigterm_keeps_its_work_and_hands_back_the_rest() 
         .map_or(0, |agent| agent.samples_rendered);
     assert!(rendered > 0, "what the stopped agent rendered was merged");
 
-    let status = finished(&client, job).await;
+    let status = wait_final(&client, job, FINISH).await;
     assert_eq!(status.summary.state, JobState::Done, "{status:?}");
     assert_tiled_once(&db);
     result_matches(&farm, job, &blender, &blend, dir.path()).await;
@@ -292,12 +208,12 @@ async fn a_manager_killed_mid_job_resumes_after_a_restart() {
     let dir = TestDir::new();
     let blend = support::demo_scene(&blender, dir.path()).await;
     let mut farm = farm(&blender, dir.path(), 2).await;
-    let job = submit(&farm.client(), &blend).await;
+    let job = submit_frame(&farm.client(), &blend, SAMPLES, RESOLUTION).await;
     busy_agent(&farm.client(), job).await;
     let before = farm.client().job(job).await.unwrap().summary.samples_done;
 
     farm.restart_manager();
-    let status = finished(&farm.client(), job).await;
+    let status = wait_final(&farm.client(), job, FINISH).await;
     assert_eq!(status.summary.state, JobState::Done, "{status:?}");
     assert_eq!(status.summary.samples_done, u64::from(SAMPLES));
     assert!(before > 0);

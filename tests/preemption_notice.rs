@@ -10,7 +10,6 @@ mod support;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use axum::extract::{Query, State};
@@ -18,9 +17,9 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
-use fleet_client::Client;
-use fleet_protocol::{FrameMode, FrameRange, JobId, JobSpec, JobState, OutputFormat, Resolution};
+use fleet_protocol::JobState;
 use support::farm::{alive, Farm};
+use support::jobs::{agent_mid_lease, lease_states, submit_frame};
 use support::reference::{assert_matches_reference, Rule};
 use support::{merged_chunks, run_ok, TestDir};
 use tokio::sync::watch;
@@ -84,72 +83,6 @@ async fn fake_gcp() -> (FakeGcp, SocketAddr) {
     (fake, address)
 }
 
-async fn submit(client: &Client, blend: &Path) -> JobId {
-    let hash = fleet_client::hash_file(blend).unwrap();
-    client.upload_blob(&hash, blend).await.unwrap();
-    let spec = JobSpec {
-        name: None,
-        main_file: "demo.blend".into(),
-        files: [("demo.blend".to_owned(), hash)].into(),
-        frames: FrameRange::single(1),
-        samples: SAMPLES,
-        resolution: Some(Resolution {
-            width: RESOLUTION.0,
-            height: RESOLUTION.1,
-        }),
-        output_format: OutputFormat::Exr,
-        seed: None,
-        chunking: Default::default(),
-        frame_mode: FrameMode::Split,
-        start: true,
-    };
-    client.create_job(&spec).await.unwrap().id
-}
-
-/// An agent with a piece merged that still holds a lease with plenty left, from the
-/// manager's database (so the lease cannot end between the look and the notice).
-async fn agent_mid_lease(client: &Client, job: JobId, db: &Path) -> String {
-    let deadline = Instant::now() + Duration::from_secs(180);
-    loop {
-        let found: Option<String> = rusqlite::Connection::open(db)
-            .unwrap()
-            .query_row(
-                "SELECT a.name FROM leases l
-             JOIN agents a ON a.id = l.agent_id JOIN chunks c ON c.id = l.chunk_id
-             WHERE l.state = 'active' AND a.samples_rendered > 0 AND c.sample_count >= 16
-             LIMIT 1",
-                [],
-                |row| row.get(0),
-            )
-            .ok();
-        if let Some(name) = found {
-            return name;
-        }
-        let status = client.job(job).await.unwrap();
-        assert!(
-            !status.summary.state.is_final(),
-            "the job ended first: {status:?}"
-        );
-        assert!(Instant::now() < deadline, "no agent got busy: {status:?}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-fn lease_states(db: &Path, agent: &str) -> Vec<String> {
-    let connection = rusqlite::Connection::open(db).unwrap();
-    let mut query = connection
-        .prepare(
-            "SELECT l.state FROM leases l JOIN agents a ON a.id = l.agent_id
-             WHERE a.name = ?1 ORDER BY l.id",
-        )
-        .unwrap();
-    query
-        .query_map([agent], |row| row.get(0))
-        .unwrap()
-        .collect::<Result<_, _>>()
-        .unwrap()
-}
-
 #[tokio::test]
 async fn a_gcp_preemption_notice_stops_an_agent_gracefully_and_the_job_still_finishes() {
     let Some(blender) = support::blender_34() else {
@@ -182,7 +115,7 @@ async fn a_gcp_preemption_notice_stops_an_agent_gracefully_and_the_job_still_fin
     }
     farm.wait_for_agents(2).await;
     let client = farm.client();
-    let job = submit(&client, &blend).await;
+    let job = submit_frame(&client, &blend, SAMPLES, RESOLUTION).await;
     let db = farm.state.join("state.db");
 
     let victim = agent_mid_lease(&client, job, &db).await;

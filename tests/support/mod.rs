@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod farm;
+pub mod jobs;
 pub mod reference;
 
 use std::path::{Path, PathBuf};

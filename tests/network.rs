@@ -9,8 +9,9 @@ mod support;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use fleet_protocol::{FrameMode, FrameRange, JobSpec, JobState, OutputFormat, Resolution};
+use fleet_protocol::JobState;
 use support::farm::Farm;
+use support::jobs::submit_frame;
 use support::reference::{assert_matches_reference, Rule};
 use support::{merged_chunks, TestDir};
 
@@ -135,26 +136,8 @@ async fn an_agent_cut_off_past_its_lease_is_replaced_and_counted_once() {
     farm.wait_for_agents(2).await;
     let client = farm.client();
 
-    let hash = fleet_client::hash_file(&blend).unwrap();
-    client.upload_blob(&hash, &blend).await.unwrap();
     let samples = 192;
-    let spec = JobSpec {
-        name: None,
-        main_file: "demo.blend".into(),
-        files: [("demo.blend".to_owned(), hash)].into(),
-        frames: FrameRange::single(1),
-        samples,
-        resolution: Some(Resolution {
-            width: 160,
-            height: 120,
-        }),
-        output_format: OutputFormat::Exr,
-        seed: None,
-        chunking: Default::default(),
-        frame_mode: FrameMode::Split,
-        start: true,
-    };
-    let job = client.create_job(&spec).await.unwrap().id;
+    let job = submit_frame(&client, &blend, samples, (160, 120)).await;
 
     // Cut the isolated agent off while it holds a lease.
     let deadline = Instant::now() + Duration::from_secs(120);

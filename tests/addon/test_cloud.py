@@ -2,7 +2,8 @@
 `blendfleet` built with `--features aws`: Start runs `blendfleet cloud up` (which starts the
 manager's instance and then, as moto's console never shows a CA fingerprint, gives up and
 says so), Status lists the instance, renders read the connection `up` saves, Stop terminates
-everything.
+everything. The cloud preferences and the panel are drawn into a recording layout that checks
+every property, operator and icon they name.
 
     BLENDFLEET_CLOUD_BIN=…/blendfleet BLENDFLEET_MOTO_SERVER=…/moto_server \\
         blender -b --factory-startup --python-exit-code 1 --python tests/addon/test_cloud.py
@@ -152,6 +153,84 @@ def test_start_status_connection_stop(tmp: str) -> None:
         moto.wait()
 
 
+ICONS = set(bpy.types.UILayout.bl_rna.functions["label"].parameters["icon"].enum_items.keys())
+
+
+class Layout:
+    """Stands in for a UILayout outside a window: records what a draw function asks for and
+    checks that every property, operator and icon it names exists."""
+
+    def __init__(self, drawn: list) -> None:
+        self.drawn = drawn
+
+    def _sub(self, *_args, **_kwargs) -> "Layout":
+        return Layout(self.drawn)
+
+    box = row = column = split = _sub
+
+    def _icon(self, icon: str) -> None:
+        assert icon in ICONS, f"no icon {icon}"
+
+    def label(self, text: str = "", icon: str = "NONE", **_kwargs) -> None:
+        self._icon(icon)
+        self.drawn.append(("label", text))
+
+    def prop(self, data, name: str, icon: str = "NONE", **_kwargs) -> None:  # noqa: ANN001
+        self._icon(icon)
+        real = getattr(data, "_real", data)
+        assert name in real.bl_rna.properties, f"no property {name}"
+        self.drawn.append(("prop", name))
+
+    def operator(self, idname: str, icon: str = "NONE", **_kwargs) -> object:
+        self._icon(icon)
+        group, name = idname.split(".")
+        getattr(getattr(bpy.ops, group), name).get_rna_type()  # raises when not registered
+        self.drawn.append(("operator", idname))
+        return type("Properties", (), {})()
+
+
+class WithLayout:
+    """A registered object seen from its draw function, with a recording layout."""
+
+    def __init__(self, real, drawn: list) -> None:  # noqa: ANN001
+        self._real = real
+        self.layout = Layout(drawn)
+
+    def __getattr__(self, name: str):  # noqa: ANN204
+        return getattr(self._real, name)
+
+
+def test_cloud_settings_and_panel_draw(_tmp: str) -> None:
+    from blendfleet import engine, panels
+
+    addon_utils.enable("blendfleet", default_set=True)
+    try:
+        prefs = prefs_module.get()
+        prefs.provider = "AWS"
+        drawn: list = []
+        prefs_module.BlendFleetPreferences.draw(WithLayout(prefs, drawn), bpy.context)
+        for item in [("prop", "cloud_config"), ("operator", "blendfleet.cloud_up"),
+                     ("operator", "blendfleet.cloud_status"), ("operator", "blendfleet.cloud_down"),
+                     ("prop", "binary")]:
+            assert item in drawn, (item, drawn)
+        assert ("prop", "password") not in drawn, "a cloud farm's password is not typed in"
+
+        bpy.context.scene.render.engine = engine.ENGINE_ID
+        bpy.context.scene.blendfleet.job_id = 7
+        STATE.saved_job = {"id": 7, "state": "running",
+                           "spend": {"cost_micro_usd": 300_000, "budget_micro_usd": 1_000_000}}
+        drawn = []
+        panel = WithLayout(None, drawn)
+        panel._real = panels.BLENDFLEET_PT_farm
+        panels.BLENDFLEET_PT_farm.draw(panel, bpy.context)
+        for item in [("operator", "blendfleet.cloud_up"), ("operator", "blendfleet.cloud_down"),
+                     ("label", "cloud cost so far $0.30 of a $1.00 budget")]:
+            assert item in drawn, (item, drawn)
+    finally:
+        STATE.saved_job = None
+        addon_utils.disable("blendfleet", default_set=True)
+
+
 def test_program_errors_come_through(tmp: str) -> None:
     missing = os.path.join(tmp, "nowhere.toml")
     binary = os.environ["BLENDFLEET_CLOUD_BIN"]
@@ -180,4 +259,5 @@ def test_program_errors_come_through(tmp: str) -> None:
 
 
 if __name__ == "__main__":
-    harness.run([test_start_status_connection_stop, test_program_errors_come_through], "cloud add-on")
+    harness.run([test_start_status_connection_stop, test_cloud_settings_and_panel_draw,
+                 test_program_errors_come_through], "cloud add-on")

@@ -138,27 +138,7 @@ mod aws {
     async fn up_sends_only_a_password_hash_status_lists_down_sweeps() {
         let moto = MotoServer::start().await;
         let home = tempfile::tempdir().unwrap();
-        let settings = fleet_cloud::config::AwsSettings {
-            region: "us-east-1".into(),
-            zones: vec!["us-east-1a".into()],
-            ami: "ami-00000000".into(),
-            subnets: BTreeMap::new(),
-            vpc_id: String::new(),
-            disk_gb: 30,
-            manager_instance_profile: String::new(),
-            endpoint_url: Some(moto.url.clone()),
-        };
-        let probe = AwsProvider::new(settings.clone(), 8443, vec![]).await;
-        let ami = probe
-            .client()
-            .describe_images()
-            .send()
-            .await
-            .unwrap()
-            .images()[0]
-            .image_id()
-            .unwrap()
-            .to_owned();
+        let ami = moto.image_id().await;
         let config = home.path().join("cloud.toml");
         std::fs::write(
             &config,
@@ -218,12 +198,7 @@ mod aws {
             stderr(&output)
         );
 
-        let aws = AwsProvider::new(
-            fleet_cloud::config::AwsSettings { ami, ..settings },
-            8443,
-            vec![],
-        )
-        .await;
+        let aws = AwsProvider::new(moto.aws_settings(&["us-east-1a"], &ami), 8443, vec![]).await;
         let listed = aws.list("clifarm").await.unwrap();
         assert_eq!(listed.len(), 1);
         let manager = &listed[0];

@@ -13,7 +13,7 @@ use fleet_blender::BlenderCommand;
 use fleet_client::Client;
 use fleet_protocol::{JobId, JobState};
 use support::farm::{alive, children_of, signal, Farm};
-use support::jobs::{agent_mid_lease, lease_states, submit_frame, wait_final};
+use support::jobs::{agent_mid_lease, assert_handed_back, lease_states, submit_frame, wait_final};
 use support::reference::{assert_matches_reference, Rule};
 use support::{merged_chunks, TestDir};
 
@@ -175,23 +175,7 @@ async fn an_agent_stopped_with_sigterm_keeps_its_work_and_hands_back_the_rest() 
     assert!(exit.success(), "the agent exits cleanly on SIGTERM: {exit}");
     assert!(took < Duration::from_secs(10), "stopping took {took:?}");
 
-    let states = lease_states(&db, &victim);
-    assert!(
-        states.contains(&"released".to_owned()),
-        "the rest of the lease was handed back: {states:?}"
-    );
-    assert!(
-        !states.contains(&"expired".to_owned()),
-        "nothing was left to lapse: {states:?}"
-    );
-    let rendered = client
-        .agents()
-        .await
-        .unwrap()
-        .into_iter()
-        .find(|agent| agent.name == victim)
-        .map_or(0, |agent| agent.samples_rendered);
-    assert!(rendered > 0, "what the stopped agent rendered was merged");
+    let rendered = assert_handed_back(&client, &db, &victim).await;
 
     let status = wait_final(&client, job, FINISH).await;
     assert_eq!(status.summary.state, JobState::Done, "{status:?}");

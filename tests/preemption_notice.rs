@@ -19,7 +19,7 @@ use axum::routing::get;
 use axum::Router;
 use fleet_protocol::JobState;
 use support::farm::{alive, Farm};
-use support::jobs::{agent_mid_lease, lease_states, submit_frame};
+use support::jobs::{agent_mid_lease, assert_handed_back, submit_frame};
 use support::reference::{assert_matches_reference, Rule};
 use support::{merged_chunks, run_ok, TestDir};
 use tokio::sync::watch;
@@ -148,23 +148,7 @@ async fn a_gcp_preemption_notice_stops_an_agent_gracefully_and_the_job_still_fin
     );
     assert!(log.contains("GCP instance/preempted is TRUE"), "{log}");
 
-    let states = lease_states(&db, &victim);
-    assert!(
-        states.contains(&"released".to_owned()),
-        "the rest of the lease was handed back: {states:?}"
-    );
-    assert!(
-        !states.contains(&"expired".to_owned()),
-        "nothing was left to lapse: {states:?}"
-    );
-    let rendered = client
-        .agents()
-        .await
-        .unwrap()
-        .into_iter()
-        .find(|agent| agent.name == victim)
-        .map_or(0, |agent| agent.samples_rendered);
-    assert!(rendered > 0, "what the preempted agent rendered was merged");
+    let rendered = assert_handed_back(&client, &db, &victim).await;
     // The agent whose server never said TRUE is still at work.
     assert!(
         alive(farm.pid(survivor)),

@@ -97,3 +97,29 @@ pub fn lease_states(db: &Path, agent: &str) -> Vec<String> {
         .collect::<Result<_, _>>()
         .unwrap()
 }
+
+/// An agent that stopped gracefully handed the rest of its lease back (none lapsed), and
+/// what it rendered before stopping was merged; returns how many samples that was.
+pub async fn assert_handed_back(client: &Client, db: &Path, agent: &str) -> u64 {
+    let states = lease_states(db, agent);
+    assert!(
+        states.contains(&"released".to_owned()),
+        "the rest of the lease was handed back: {states:?}"
+    );
+    assert!(
+        !states.contains(&"expired".to_owned()),
+        "nothing was left to lapse: {states:?}"
+    );
+    let rendered = client
+        .agents()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|listed| listed.name == agent)
+        .map_or(0, |listed| listed.samples_rendered);
+    assert!(
+        rendered > 0,
+        "what {agent} rendered before it stopped was merged"
+    );
+    rendered
+}

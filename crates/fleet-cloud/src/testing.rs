@@ -73,3 +73,40 @@ impl Drop for MotoServer {
         let _ = self.child.start_kill();
     }
 }
+
+#[cfg(feature = "aws")]
+impl MotoServer {
+    /// Settings that point the AWS provider at this server: region us-east-1, these zones
+    /// in order, this image, the default VPC, 30 GB disks.
+    pub fn aws_settings(&self, zones: &[&str], ami: &str) -> crate::config::AwsSettings {
+        crate::config::AwsSettings {
+            region: "us-east-1".into(),
+            zones: zones.iter().map(|zone| (*zone).to_owned()).collect(),
+            ami: ami.into(),
+            subnets: std::collections::BTreeMap::new(),
+            vpc_id: String::new(),
+            disk_gb: 30,
+            manager_instance_profile: String::new(),
+            endpoint_url: Some(self.url.clone()),
+        }
+    }
+
+    /// The id of an image in moto's catalogue of public images.
+    pub async fn image_id(&self) -> String {
+        let probe =
+            crate::aws::AwsProvider::new(self.aws_settings(&[], "ami-00000000"), 8443, vec![])
+                .await;
+        let images = probe
+            .client()
+            .describe_images()
+            .send()
+            .await
+            .unwrap_or_else(|error| panic!("moto_server lists no images: {error}"));
+        images
+            .images()
+            .first()
+            .and_then(|image| image.image_id())
+            .expect("moto's catalogue has an image")
+            .to_owned()
+    }
+}

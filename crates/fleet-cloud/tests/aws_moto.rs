@@ -13,21 +13,11 @@ use fleet_cloud::testing::MotoServer;
 use fleet_cloud::{instance_name, launch, sweep, InstanceRequest, Provider, Role};
 
 async fn provider(moto: &MotoServer) -> AwsProvider {
-    let settings = |ami: String| AwsSettings {
-        region: "us-east-1".into(),
-        zones: vec!["us-east-1a".into(), "us-east-1b".into()],
-        ami,
-        subnets: BTreeMap::new(),
-        vpc_id: String::new(),
+    let settings = AwsSettings {
         disk_gb: 40,
-        manager_instance_profile: String::new(),
-        endpoint_url: Some(moto.url.clone()),
+        ..moto.aws_settings(&["us-east-1a", "us-east-1b"], &moto.image_id().await)
     };
-    // moto ships a catalogue of public images; use one of them.
-    let probe = AwsProvider::new(settings("ami-00000000".into()), 8443, vec![]).await;
-    let images = probe.client().describe_images().send().await.unwrap();
-    let ami = images.images()[0].image_id().unwrap().to_owned();
-    AwsProvider::new(settings(ami), 8443, vec!["203.0.113.7/32".into()]).await
+    AwsProvider::new(settings, 8443, vec!["203.0.113.7/32".into()]).await
 }
 
 fn agent_request(farm: &str, index: usize) -> InstanceRequest {

@@ -52,31 +52,7 @@ async fn scaler_against_moto() {
     let moto = MotoServer::start().await;
     // moto stamps instances with the real clock; the scaler's times follow it.
     let t0 = fleet_manager::store::now_ms();
-    let probe = AwsProvider::new(
-        fleet_cloud::config::AwsSettings {
-            region: "us-east-1".into(),
-            zones: vec!["us-east-1a".into()],
-            ami: "ami-00000000".into(),
-            subnets: BTreeMap::new(),
-            vpc_id: String::new(),
-            disk_gb: 30,
-            manager_instance_profile: String::new(),
-            endpoint_url: Some(moto.url.clone()),
-        },
-        8443,
-        vec![],
-    )
-    .await;
-    let ami = probe
-        .client()
-        .describe_images()
-        .send()
-        .await
-        .unwrap()
-        .images()[0]
-        .image_id()
-        .unwrap()
-        .to_owned();
+    let ami = moto.image_id().await;
     let config = CloudConfig::parse(&format!(
         r#"
 provider = "aws"

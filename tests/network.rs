@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 use fleet_protocol::JobState;
 use support::farm::Farm;
 use support::jobs::submit_frame;
-use support::reference::{assert_matches_reference, Rule};
-use support::{merged_chunks, TestDir};
+use support::reference::assert_frame_matches_reference;
+use support::{assert_tiled_once, TestDir};
 
 /// A network namespace joined to this one by a veth pair.
 struct Namespace {
@@ -182,13 +182,7 @@ async fn an_agent_cut_off_past_its_lease_is_replaced_and_counted_once() {
         )
         .unwrap();
     assert!(expired >= 1, "the cut-off agent's lease lapsed");
-    let chunks = merged_chunks(&db);
-    let mut next = 0;
-    for &(start, count) in &chunks {
-        assert_eq!(start, next, "no sample merged twice: {chunks:?}");
-        next += count;
-    }
-    assert_eq!(next, samples);
+    assert_tiled_once(&db, samples);
     // The isolated agent came back and is still part of the farm.
     assert!(
         farm.agent("isolated").try_wait().unwrap().is_none(),
@@ -200,16 +194,14 @@ async fn an_agent_cut_off_past_its_lease_is_replaced_and_counted_once() {
         "{log}"
     );
 
-    let merged = dir.path().join("merged.exr");
-    client.download_frame_exr(job, 1, &merged).await.unwrap();
-    assert_matches_reference(
+    assert_frame_matches_reference(
+        &client,
+        job,
         &blender,
         &blend,
-        &merged,
         samples,
         (160, 120),
         dir.path(),
-        Rule::Design,
     )
     .await;
 }

@@ -14,8 +14,8 @@ use fleet_client::Client;
 use fleet_protocol::{JobId, JobState};
 use support::farm::{alive, children_of, signal, Farm};
 use support::jobs::{agent_mid_lease, assert_handed_back, lease_states, submit_frame, wait_final};
-use support::reference::{assert_matches_reference, Rule};
-use support::{merged_chunks, TestDir};
+use support::reference::assert_frame_matches_reference;
+use support::{assert_tiled_once, TestDir};
 
 /// 160×120 with 192 samples: long enough, single-threaded, to catch agents mid-chunk.
 const SAMPLES: u32 = 192;
@@ -44,17 +44,6 @@ async fn busy_agent(client: &Client, job: JobId) -> String {
     }
 }
 
-/// Every sample of the frame was merged exactly once.
-fn assert_tiled_once(db: &Path) {
-    let chunks = merged_chunks(db);
-    let mut next = 0;
-    for &(start, count) in &chunks {
-        assert_eq!(start, next, "no sample merged twice or missed: {chunks:?}");
-        next += count;
-    }
-    assert_eq!(next, SAMPLES, "{chunks:?}");
-}
-
 async fn farm(blender: &BlenderCommand, dir: &Path, agents: usize) -> Farm {
     let mut farm = Farm::start(dir, 3);
     for index in 1..=agents {
@@ -63,30 +52,6 @@ async fn farm(blender: &BlenderCommand, dir: &Path, agents: usize) -> Farm {
     }
     farm.wait_for_agents(agents).await;
     farm
-}
-
-async fn result_matches(
-    farm: &Farm,
-    job: JobId,
-    blender: &BlenderCommand,
-    blend: &Path,
-    dir: &Path,
-) {
-    let merged = dir.join("merged.exr");
-    farm.client()
-        .download_frame_exr(job, 1, &merged)
-        .await
-        .unwrap();
-    assert_matches_reference(
-        blender,
-        blend,
-        &merged,
-        SAMPLES,
-        RESOLUTION,
-        dir,
-        Rule::Design,
-    )
-    .await;
 }
 
 #[tokio::test]
@@ -124,7 +89,7 @@ async fn an_agent_killed_mid_chunk_loses_its_lease_and_the_frame_still_matches()
         lease_states(&db, &victim).contains(&"expired".to_owned()),
         "the killed agent's lease expired"
     );
-    assert_tiled_once(&db);
+    assert_tiled_once(&db, SAMPLES);
 
     // Secrets stay out of the logs.
     for log in ["manager", "e2e-1", "e2e-2", "e2e-3"] {
@@ -143,7 +108,16 @@ async fn an_agent_killed_mid_chunk_loses_its_lease_and_the_frame_still_matches()
             "a private key is in {log}.log"
         );
     }
-    result_matches(&farm, job, &blender, &blend, dir.path()).await;
+    assert_frame_matches_reference(
+        &farm.client(),
+        job,
+        &blender,
+        &blend,
+        SAMPLES,
+        RESOLUTION,
+        dir.path(),
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -179,8 +153,17 @@ async fn an_agent_stopped_with_sigterm_keeps_its_work_and_hands_back_the_rest() 
 
     let status = wait_final(&client, job, FINISH).await;
     assert_eq!(status.summary.state, JobState::Done, "{status:?}");
-    assert_tiled_once(&db);
-    result_matches(&farm, job, &blender, &blend, dir.path()).await;
+    assert_tiled_once(&db, SAMPLES);
+    assert_frame_matches_reference(
+        &farm.client(),
+        job,
+        &blender,
+        &blend,
+        SAMPLES,
+        RESOLUTION,
+        dir.path(),
+    )
+    .await;
     eprintln!("the agent stopped {took:?} after SIGTERM, having had {rendered} samples merged");
 }
 
@@ -205,6 +188,15 @@ async fn a_manager_killed_mid_job_resumes_after_a_restart() {
     // joined again.
     let agents = farm.client().agents().await.unwrap();
     assert_eq!(agents.len(), 2, "{agents:?}");
-    assert_tiled_once(&farm.state.join("state.db"));
-    result_matches(&farm, job, &blender, &blend, dir.path()).await;
+    assert_tiled_once(&farm.state.join("state.db"), SAMPLES);
+    assert_frame_matches_reference(
+        &farm.client(),
+        job,
+        &blender,
+        &blend,
+        SAMPLES,
+        RESOLUTION,
+        dir.path(),
+    )
+    .await;
 }

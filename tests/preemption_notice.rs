@@ -20,8 +20,8 @@ use axum::Router;
 use fleet_protocol::JobState;
 use support::farm::{alive, Farm};
 use support::jobs::{agent_mid_lease, assert_handed_back, submit_frame};
-use support::reference::{assert_matches_reference, Rule};
-use support::{merged_chunks, run_ok, TestDir};
+use support::reference::assert_frame_matches_reference;
+use support::{assert_tiled_once, run_ok, TestDir};
 use tokio::sync::watch;
 
 const SAMPLES: u32 = 192;
@@ -165,28 +165,20 @@ async fn a_gcp_preemption_notice_stops_an_agent_gracefully_and_the_job_still_fin
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
     assert_eq!(status.summary.state, JobState::Done, "{status:?}");
-    let chunks = merged_chunks(&db);
-    let mut next = 0;
-    for &(start, count) in &chunks {
-        assert_eq!(start, next, "no sample merged twice or missed: {chunks:?}");
-        next += count;
-    }
-    assert_eq!(next, SAMPLES, "{chunks:?}");
+    assert_tiled_once(&db, SAMPLES);
     assert!(
         !farm.log(survivor).contains("preemption notice: stopping"),
         "{survivor} acted on a notice it never got"
     );
 
-    let merged = dir.path().join("merged.exr");
-    client.download_frame_exr(job, 1, &merged).await.unwrap();
-    assert_matches_reference(
+    assert_frame_matches_reference(
+        &client,
+        job,
         &blender,
         &blend,
-        &merged,
         SAMPLES,
         RESOLUTION,
         dir.path(),
-        Rule::Design,
     )
     .await;
     eprintln!("the agent stopped {took:?} after the notice, having had {rendered} samples merged");

@@ -135,6 +135,18 @@ pub fn merged_chunks(state_db: &Path) -> Vec<(u32, u32)> {
         .unwrap()
 }
 
+/// Every sample of a frame of `samples` was merged exactly once: the merged chunks tile
+/// `0..samples` without gap or overlap.
+pub fn assert_tiled_once(state_db: &Path, samples: u32) {
+    let chunks = merged_chunks(state_db);
+    let mut next = 0;
+    for &(start, count) in &chunks {
+        assert_eq!(start, next, "no sample merged twice or missed: {chunks:?}");
+        next += count;
+    }
+    assert_eq!(next, samples, "{chunks:?}");
+}
+
 /// A temporary directory that is kept, and named, when the test fails, so that the
 /// manager's and agents' logs in it can be read.
 pub struct TestDir(Option<tempfile::TempDir>);

@@ -18,6 +18,31 @@ pub enum Rule {
     Design,
 }
 
+/// Downloads frame 1 of `job` as EXR and asserts [`assert_matches_reference`] under the
+/// DESIGN's rule.
+pub async fn assert_frame_matches_reference(
+    client: &fleet_client::Client,
+    job: fleet_protocol::JobId,
+    blender: &BlenderCommand,
+    blend: &Path,
+    samples: u32,
+    resolution: (u32, u32),
+    dir: &Path,
+) {
+    let merged = dir.join("merged.exr");
+    client.download_frame_exr(job, 1, &merged).await.unwrap();
+    assert_matches_reference(
+        blender,
+        blend,
+        &merged,
+        samples,
+        resolution,
+        dir,
+        Rule::Design,
+    )
+    .await;
+}
+
 /// Every channel of `merged` is within the tolerance of a single render of `samples`.
 pub async fn assert_matches_reference(
     blender: &BlenderCommand,

@@ -240,6 +240,29 @@ impl CloudConfig {
         Ok(config)
     }
 
+    /// The start-up settings every instance of the farm gets, manager and agents alike (see
+    /// provider-scripts/): `BLENDFLEET_PROVIDER`, `BLENDFLEET_BLENDER_VERSION`, and
+    /// `BLENDFLEET_BINARY_URL` when `agents.binary_url` is set.
+    pub fn instance_settings(&self) -> BTreeMap<String, String> {
+        let mut settings = BTreeMap::from([
+            (
+                "BLENDFLEET_PROVIDER".to_owned(),
+                self.provider.as_str().to_owned(),
+            ),
+            (
+                "BLENDFLEET_BLENDER_VERSION".to_owned(),
+                self.agents.blender_version.clone(),
+            ),
+        ]);
+        if !self.agents.binary_url.is_empty() {
+            settings.insert(
+                "BLENDFLEET_BINARY_URL".to_owned(),
+                self.agents.binary_url.clone(),
+            );
+        }
+        settings
+    }
+
     /// The configuration as TOML.
     pub fn to_toml(&self) -> String {
         // Every field serialises to TOML (no maps with non-string keys, no NaN budgets:
@@ -382,6 +405,23 @@ ami = "ami-0123456789abcdef0"
         assert_eq!(config.manager_machine_type(), "t3.small");
         assert_eq!(config.aws.as_ref().unwrap().disk_gb, 30);
         assert_eq!(CloudConfig::parse(&config.to_toml()).unwrap(), config);
+    }
+
+    #[test]
+    fn every_instance_gets_the_provider_the_blender_and_the_binary_when_set() {
+        let mut config = CloudConfig::parse(AWS).unwrap();
+        let settings = config.instance_settings();
+        assert_eq!(settings["BLENDFLEET_PROVIDER"], "aws");
+        assert_eq!(
+            settings["BLENDFLEET_BLENDER_VERSION"],
+            config.agents.blender_version
+        );
+        assert!(!settings.contains_key("BLENDFLEET_BINARY_URL"));
+        config.agents.binary_url = "https://example.org/blendfleet#sha256=ab".into();
+        assert_eq!(
+            config.instance_settings()["BLENDFLEET_BINARY_URL"],
+            "https://example.org/blendfleet#sha256=ab"
+        );
     }
 
     #[test]

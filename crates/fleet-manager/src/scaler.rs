@@ -368,7 +368,8 @@ impl Scaler {
             call: "create_join_token",
             message: error.to_string(),
         })?;
-        let mut settings = BTreeMap::from([
+        let mut settings = config.instance_settings();
+        settings.extend([
             (
                 "BLENDFLEET_MANAGER".to_owned(),
                 self.setup.manager_url.clone(),
@@ -382,21 +383,7 @@ impl Scaler {
                 token.token.expose().to_owned(),
             ),
             ("BLENDFLEET_AGENT_NAME".to_owned(), name.clone()),
-            (
-                "BLENDFLEET_PROVIDER".to_owned(),
-                config.provider.as_str().to_owned(),
-            ),
-            (
-                "BLENDFLEET_BLENDER_VERSION".to_owned(),
-                config.agents.blender_version.clone(),
-            ),
         ]);
-        if !config.agents.binary_url.is_empty() {
-            settings.insert(
-                "BLENDFLEET_BINARY_URL".to_owned(),
-                config.agents.binary_url.clone(),
-            );
-        }
         let request = InstanceRequest {
             farm: config.farm.clone(),
             name: name.clone(),

@@ -115,12 +115,9 @@ pub fn manager_settings(
     if user != "admin" {
         args.push_str(&format!(" --user {user}"));
     }
-    let mut settings = BTreeMap::from([
+    let mut settings = config.instance_settings();
+    settings.extend([
         ("BLENDFLEET_FARM".to_owned(), config.farm.clone()),
-        (
-            "BLENDFLEET_PROVIDER".to_owned(),
-            config.provider.as_str().to_owned(),
-        ),
         (
             "BLENDFLEET_PASSWORD_HASH".to_owned(),
             password_hash.to_owned(),
@@ -131,17 +128,7 @@ pub fn manager_settings(
         ),
         ("BLENDFLEET_CLOUD_CONFIG".to_owned(), b64(&config.to_toml())),
         ("BLENDFLEET_MANAGER_ARGS".to_owned(), args),
-        (
-            "BLENDFLEET_BLENDER_VERSION".to_owned(),
-            config.agents.blender_version.clone(),
-        ),
     ]);
-    if !config.agents.binary_url.is_empty() {
-        settings.insert(
-            "BLENDFLEET_BINARY_URL".to_owned(),
-            config.agents.binary_url.clone(),
-        );
-    }
     settings
 }
 
